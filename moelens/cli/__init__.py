@@ -1,0 +1,76 @@
+"""The ``moelens`` command line: one module per command, errors as one actionable line.
+
+Known errors (:class:`~moelens.errors.MoelensError`) print ``error: <what to do>`` and exit 2;
+Ctrl-C exits 130 after the work already committed is safe; anything unexpected prints one line
+and exits 1. Set ``MOELENS_DEBUG=1`` (or pass ``--debug``) to see full tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import import_module
+
+__all__ = ["main", "build_parser"]
+
+# command -> module under moelens.cli; each module has add_parser(subparsers) and run(args)
+COMMANDS = {
+    "trace": "trace",
+    "export": "export",
+    "families": "families",
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from moelens._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="moelens", formatter_class=_Formatter,
+        description="Capture, store and analyse the routing of Mixture-of-Experts models.",
+        epilog="examples:\n  moelens demo\n  moelens trace moelens-mini data.jsonl --out runs.duckdb\n"
+               "  moelens report runs.duckdb\n  moelens export runs.duckdb --site site/")
+    parser.add_argument("--version", action="version", version=f"moelens {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in COMMANDS.items():
+        import_module(f"moelens.cli.{module}").add_parser(sub, _Formatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from moelens.errors import MoelensError
+
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv or os.environ.get("MOELENS_DEBUG", "") not in ("", "0")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except MoelensError as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ninterrupted: everything committed so far is kept; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line for people, traceback for developers
+        if debug:
+            raise
+        message = " ".join(str(error).split())[:300]
+        print(f"internal error: {type(error).__name__}: {message} (set MOELENS_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Collect hook events and bring them to the host once per batch (the torch capture path).
+
+:class:`BatchCollector` is the sink the hooks emit into. It keeps references to the event
+tensors on the model's device and, at :meth:`BatchCollector.drain`, concatenates them and copies
+each kind (ids, weights, logits) to the host in one transfer, instead of one synchronising copy
+per layer. Rows are then checked against the step that produced them and padding is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from moelens.errors import CaptureError
+from moelens.hooks.events import RouterEvent, StepContext
+from moelens.models.discover import ModelPlan
+
+__all__ = ["HostStep", "HostRoute", "BatchCollector"]
+
+
+@dataclass
+class HostStep:
+    step: int
+    stack: str
+    batch: int
+    seq: int
+    past: int
+    valid: np.ndarray  # [batch * seq] bool
+    positions: np.ndarray  # [batch * seq] int64
+    input_ids: np.ndarray | None  # [batch * seq] int64
+
+    @property
+    def phase(self) -> str:
+        return "prefill" if self.past == 0 else "decode"
+
+
+@dataclass
+class HostRoute:
+    site: int
+    step: int
+    rows: np.ndarray  # [n] row index in the step's flattened batch (valid rows only)
+    experts: np.ndarray  # [n, k] int16, -1 = dropped / skipped
+    weights: np.ndarray  # [n, k] float32
+    logits: np.ndarray | None  # [n, E'] float32
+
+
+def _to_host(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[np.ndarray]:
+    """One device-to-host copy for a list of tensors with the same trailing shape."""
+    if not tensors:
+        return []
+    sizes = [t.shape[0] for t in tensors]
+    flat = torch.cat([t.to(dtype) for t in tensors]).cpu().numpy()
+    return np.split(flat, np.cumsum(sizes)[:-1])
+
+
+class BatchCollector:
+    """Sink that buffers one batch of events and drains them to numpy."""
+
+    def __init__(self, plan: ModelPlan, *, logits: bool = False) -> None:
+        self.plan = plan
+        self.keep_logits = logits
+        self._steps: list[StepContext] = []
+        self._events: list[RouterEvent] = []
+
+    def on_step(self, ctx: StepContext) -> None:
+        self._steps.append(ctx)
+
+    def on_route(self, event: RouterEvent) -> None:
+        self._events.append(event)
+
+    def pending(self) -> bool:
+        return bool(self._events)
+
+    def drain(self) -> tuple[list[HostStep], list[HostRoute]]:
+        steps, events = self._steps, self._events
+        self._steps, self._events = [], []
+        host_steps = {}
+        for ctx in steps:
+            host_steps[ctx.step] = HostStep(
+                ctx.step, ctx.stack, ctx.batch, ctx.seq, ctx.past,
+                ctx.valid.cpu().numpy(), ctx.positions.cpu().numpy().astype(np.int64),
+                None if ctx.input_ids is None else ctx.input_ids.reshape(-1).cpu().numpy().astype(np.int64))
+        routes: list[HostRoute] = []
+        by_k: dict[int, list[int]] = {}
+        for i, ev in enumerate(events):
+            by_k.setdefault(ev.experts.shape[1], []).append(i)
+        experts: dict[int, np.ndarray] = {}
+        weights: dict[int, np.ndarray] = {}
+        for idx in by_k.values():
+            for i, e in zip(idx, _to_host([events[i].experts for i in idx], torch.int16)):
+                experts[i] = e
+            for i, w in zip(idx, _to_host([events[i].weights for i in idx], torch.float32)):
+                weights[i] = w
+        logits: dict[int, np.ndarray] = {}
+        if self.keep_logits:
+            by_width: dict[int, list[int]] = {}
+            for i, ev in enumerate(events):
+                if ev.logits is not None:
+                    by_width.setdefault(ev.logits.shape[-1], []).append(i)
+            for idx in by_width.values():
+                for i, lg in zip(idx, _to_host([events[i].logits.reshape(-1, events[i].logits.shape[-1])
+                                                for i in idx], torch.float32)):
+                    logits[i] = lg
+        for i, ev in enumerate(events):
+            step = host_steps.get(ev.step)
+            n = experts[i].shape[0]
+            if step is None:
+                rows = np.arange(n)
+            else:
+                if n != step.batch * step.seq:
+                    site = self.plan.sites[ev.site]
+                    raise CaptureError(
+                        f"router {site.path} saw {n} rows for a batch of {step.batch}x{step.seq} tokens;"
+                        " moelens captures text-only inputs where every router sees every token.")
+                rows = np.flatnonzero(step.valid)
+            keep = rows if step is not None else slice(None)
+            routes.append(HostRoute(ev.site, ev.step, rows, experts[i][keep], weights[i][keep],
+                                    logits[i][keep] if i in logits else None))
+        return list(host_steps.values()), routes

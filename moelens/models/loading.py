@@ -1,0 +1,118 @@
+"""Load a model and its tokenizer from a local folder, an embedded short name or a hub id.
+
+Resolution order for a model name: an existing local folder, then an embedded short name
+(``moelens-mini``, ``moelens-mini-early``, ``moelens-mini-collapsed``), then a hub id through
+transformers (offline machines get a clear error instead of a network stack trace). The model
+class is the one its config declares in ``architectures``, so every family loads the way its
+authors saved it; the embedded models load through exactly the same path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moelens.errors import ConfigError, ModelNotFoundError
+
+__all__ = ["resolve_model", "load_model", "load_tokenizer", "LoadedModel", "pick_device", "pick_dtype"]
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any | None
+    name: str  # as given by the user
+    location: str  # folder or hub id actually loaded
+    device: str
+    dtype: str
+
+
+def resolve_model(name: str) -> str:
+    """Map a user-given model name to a folder or hub id (no loading)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    try:
+        from moelens.embedded import resolve as resolve_embedded
+    except ImportError:  # pragma: no cover - the embedded package ships with moelens
+        resolve_embedded = None
+    if resolve_embedded is not None:
+        embedded = resolve_embedded(name)
+        if embedded is not None:
+            return str(embedded)
+    if path.exists():
+        raise ModelNotFoundError(f"{name} is a file, not a model folder; give the folder that holds config.json.")
+    if name.startswith((".", "/", "~")) or os.sep in name.rstrip(os.sep).split(os.sep, 1)[0] or name.count("/") > 1:
+        raise ModelNotFoundError(f"no model folder at {name}; check the path (or use a hub id like org/name).")
+    return name
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for but CUDA is not available here; use --device cpu.")
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.float32 if device == "cpu" else "auto"
+    return getattr(torch, dtype)
+
+
+def _model_class(config: Any) -> Any:
+    import transformers
+
+    for arch in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    for auto in ("AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoModel"):
+        auto_cls = getattr(transformers, auto)
+        if type(config) in auto_cls._model_mapping:
+            return auto_cls
+    return transformers.AutoModel
+
+
+def load_tokenizer(location: str, revision: str | None = None) -> Any | None:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location, revision=revision)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_model(name: str, *, device: str = "auto", dtype: str = "auto", revision: str | None = None,
+               tokenizer: str | None = None) -> LoadedModel:
+    """Load ``name`` in eval mode on ``device``; raises :class:`ModelNotFoundError` if it cannot."""
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # moelens shows its own progress
+    location = resolve_model(name)
+    device = pick_device(device)
+    try:
+        config = AutoConfig.from_pretrained(location, revision=revision)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelNotFoundError(
+            f"cannot load model {name!r}: not a local folder, not an embedded model, and the hub gave: {first[:160]}"
+        ) from None
+    cls = _model_class(config)
+    torch_dtype = pick_dtype(dtype, device)
+    try:
+        model = cls.from_pretrained(location, revision=revision, dtype=torch_dtype)
+    except (OSError, ValueError) as error:
+        raise ModelNotFoundError(f"cannot load the weights of {name!r}: {str(error).splitlines()[0][:200]}") from None
+    model = model.to(device).eval()
+    tok = load_tokenizer(tokenizer or location, revision=None if tokenizer else revision)
+    actual = str(next(model.parameters()).dtype).replace("torch.", "")
+    return LoadedModel(model, tok, name, location, device, actual)

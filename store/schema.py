@@ -1,0 +1,119 @@
+"""The public DuckDB schema (version :data:`SCHEMA_VERSION`) and the SQL that builds it.
+
+Public tables and views (users write SQL against these; the column lists are stable):
+
+* ``runs(run_id, model, family, revision, dtype, num_layers, moe_layers, num_experts, top_k,
+  num_shared_experts, scoring, dataset, status, created_at, moelens_version, schema_version,
+  config)`` - one row per traced run; ``config`` (JSON) holds the options and routing metadata.
+* ``sites(run_id, site, layer, tag, path, is_primary, num_experts, top_k)`` - one row per router
+  module of the run's model (jetmoe has an attention router per layer, seq2seq models an encoder
+  and a decoder stack); ``layer`` is the model's layer index (encoder layers first).
+* ``documents(run_id, doc_id, domain, language, n_tokens, source, meta)`` - ``doc_id`` is the row
+  index in the dataset; skipped (empty) documents have ``n_tokens = 0`` and a reason in ``meta``.
+* ``tokens(run_id, doc_id, pos, token_id, token)`` - ``pos`` is the position in the document.
+* ``routes(run_id, doc_id, pos, layer, rank, expert, weight)`` (view) - one row per routed
+  choice at a primary site; ``rank`` 0 is the router's first slot; ``expert`` is NULL where the
+  choice was dropped (capacity routers) or skipped (zaya), with ``weight`` 0.
+* ``routes_all`` (view) - as ``routes`` plus ``site`` and ``tag``, over every site.
+* ``router_logits(run_id, doc_id, pos, layer, logits)`` (view) - only for runs traced with logits.
+
+Physically, routes live in one table per run, ``_routes_<run_key>(doc_id, pos, site, experts,
+weights)``, with ids and weights bit-packed into BIGINT arrays (:mod:`moelens.store.packing`).
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+__all__ = ["SCHEMA_VERSION", "BASE_DDL", "route_table", "logits_table", "route_table_ddl",
+           "logits_table_ddl", "routes_view_sql", "logits_view_sql"]
+
+BASE_DDL = [
+    "CREATE TABLE IF NOT EXISTS moelens_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY, run_key INTEGER NOT NULL UNIQUE,
+        model VARCHAR, family VARCHAR, revision VARCHAR, dtype VARCHAR,
+        num_layers INTEGER, moe_layers INTEGER[], num_experts INTEGER, top_k INTEGER,
+        num_shared_experts INTEGER, scoring VARCHAR, dataset VARCHAR, status VARCHAR,
+        created_at TIMESTAMP, moelens_version VARCHAR, schema_version INTEGER, config JSON)""",
+    """CREATE TABLE IF NOT EXISTS sites (
+        run_id VARCHAR, site SMALLINT, layer INTEGER, tag VARCHAR, path VARCHAR,
+        is_primary BOOLEAN, num_experts INTEGER, top_k INTEGER, PRIMARY KEY (run_id, site))""",
+    """CREATE TABLE IF NOT EXISTS documents (
+        run_id VARCHAR, doc_id BIGINT, domain VARCHAR, language VARCHAR, n_tokens INTEGER,
+        source VARCHAR, meta JSON, PRIMARY KEY (run_id, doc_id))""",
+    """CREATE TABLE IF NOT EXISTS tokens (
+        run_id VARCHAR, doc_id BIGINT, pos INTEGER, token_id INTEGER, token VARCHAR)""",
+    # float32 from its bit pattern (exact for every finite value, subnormals included)
+    """CREATE OR REPLACE MACRO moelens_f32(b) AS (CASE
+        WHEN ((b >> 23) & 255) = 255 THEN (CASE WHEN (b & 8388607) = 0 THEN 'inf'::DOUBLE ELSE 'nan'::DOUBLE END)
+        WHEN ((b >> 23) & 255) = 0 THEN (b & 8388607)::DOUBLE * 1.401298464324817e-45
+        ELSE ((b & 8388607) + 8388608)::DOUBLE * pow(2.0, ((b >> 23) & 255) - 150) END
+        * (CASE WHEN ((b >> 31) & 1) = 1 THEN -1.0 ELSE 1.0 END))::FLOAT""",
+    # int16 from the low 16 bits; -1 (dropped / skipped) becomes NULL
+    """CREATE OR REPLACE MACRO moelens_i16(v) AS
+        NULLIF(CASE WHEN v >= 32768 THEN v - 65536 ELSE v END, -1)::SMALLINT""",
+]
+
+
+def route_table(run_key: int) -> str:
+    return f"_routes_{int(run_key)}"
+
+
+def logits_table(run_key: int) -> str:
+    return f"_logits_{int(run_key)}"
+
+
+def route_table_ddl(run_key: int, expert_words: int, weight_words: int) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {route_table(run_key)} (doc_id INTEGER, pos INTEGER, site SMALLINT, "
+            f"experts BIGINT[{int(expert_words)}], weights BIGINT[{int(weight_words)}])")
+
+
+def logits_table_ddl(run_key: int, width: int) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {logits_table(run_key)} (doc_id INTEGER, pos INTEGER, site SMALLINT, "
+            f"logits FLOAT[{int(width)}])")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _one_run_routes(run_id: str, run_key: int, k: int) -> str:
+    table = route_table(run_key)
+    return f"""SELECT {_quote(run_id)} AS run_id, r.doc_id::BIGINT AS doc_id, r.pos, s.layer, t.rank::INTEGER AS rank,
+        moelens_i16((r.experts[1 + t.rank // 4] >> (16 * (t.rank % 4))) & 65535) AS expert,
+        moelens_f32((r.weights[1 + t.rank // 2] >> (32 * (t.rank % 2))) & 4294967295) AS weight,
+        r.site, s.tag, s.is_primary
+    FROM {table} r
+    JOIN sites s ON s.run_id = {_quote(run_id)} AND s.site = r.site
+    CROSS JOIN range({int(k)}) t(rank)
+    WHERE t.rank < s.top_k"""
+
+
+_EMPTY_ROUTES = """SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS doc_id, NULL::INTEGER AS pos,
+    NULL::INTEGER AS layer, NULL::INTEGER AS rank, NULL::SMALLINT AS expert, NULL::FLOAT AS weight,
+    NULL::SMALLINT AS site, NULL::VARCHAR AS tag, NULL::BOOLEAN AS is_primary WHERE false"""
+
+
+def routes_view_sql(runs: list[tuple[str, int, int]]) -> list[str]:
+    """``CREATE VIEW`` statements for ``routes`` and ``routes_all`` over ``(run_id, run_key, k)``."""
+    body = "\nUNION ALL\n".join(_one_run_routes(*r) for r in runs) if runs else _EMPTY_ROUTES
+    return [
+        f"CREATE OR REPLACE VIEW routes_all AS\n{body}",
+        "CREATE OR REPLACE VIEW routes AS SELECT run_id, doc_id, pos, layer, rank, expert, weight "
+        "FROM routes_all WHERE is_primary",
+    ]
+
+
+def logits_view_sql(runs: list[tuple[str, int]]) -> str:
+    """``CREATE VIEW router_logits`` over the runs that stored logits, as ``(run_id, run_key)``."""
+    if not runs:
+        body = ("SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS doc_id, NULL::INTEGER AS pos, "
+                "NULL::INTEGER AS layer, NULL::FLOAT[] AS logits WHERE false")
+    else:
+        body = "\nUNION ALL\n".join(
+            f"SELECT {_quote(run_id)} AS run_id, l.doc_id::BIGINT AS doc_id, l.pos, s.layer, l.logits::FLOAT[] AS logits "
+            f"FROM {logits_table(key)} l JOIN sites s ON s.run_id = {_quote(run_id)} AND s.site = l.site "
+            f"WHERE s.is_primary"
+            for run_id, key in runs)
+    return f"CREATE OR REPLACE VIEW router_logits AS\n{body}"

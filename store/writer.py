@@ -1,0 +1,166 @@
+"""The writer: batches of finished documents go to DuckDB through Arrow, off the forward path.
+
+:class:`TraceWriter` owns a background thread with its own cursor. Each submitted
+:class:`WriteBatch` holds complete documents only (their document rows, tokens and routes) and is
+written in one transaction, so an interrupted run (Ctrl-C, ``kill -9``) keeps every committed
+document and no partial one; a resumed run skips the committed documents, so no row is written
+twice. Errors in the thread are re-raised in the caller at the next ``submit`` or at ``close``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from moelens.store import schema
+from moelens.store.db import RunInfo, Store
+from moelens.store.packing import pack_experts, pack_weights
+
+__all__ = ["WriteBatch", "TraceWriter", "routes_arrow"]
+
+_STOP = object()
+
+
+@dataclass
+class WriteBatch:
+    """Rows for a set of complete documents. Arrays are aligned row by row within each group."""
+
+    documents: list[dict[str, Any]]  # doc_id, domain, language, n_tokens, source, meta (dict)
+    token_doc: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    token_pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    token_id: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    token_text: list[str | None] | None = None
+    route_doc: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    route_pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    route_site: np.ndarray = field(default_factory=lambda: np.empty(0, np.int16))
+    experts: np.ndarray = field(default_factory=lambda: np.empty((0, 1), np.int16))  # [n, k], -1 dropped
+    weights: np.ndarray = field(default_factory=lambda: np.empty((0, 1), np.float32))  # [n, k]
+    logits: np.ndarray | None = None  # [n, E] float32, rows aligned with the routes
+
+    @property
+    def num_routes(self) -> int:
+        return int(self.experts.shape[0] * self.experts.shape[1])
+
+
+def _pad(array: np.ndarray, width: int, fill: float) -> np.ndarray:
+    if array.shape[1] == width:
+        return array
+    out = np.full((array.shape[0], width), fill, dtype=array.dtype)
+    out[:, : array.shape[1]] = array
+    return out
+
+
+def routes_arrow(batch: WriteBatch, table_k: int) -> pa.Table:
+    """The physical route rows of ``batch`` for a run table sized for ``table_k`` choices."""
+    experts = pack_experts(_pad(batch.experts.astype(np.int16, copy=False), table_k, -1))
+    weights = pack_weights(_pad(batch.weights.astype(np.float32, copy=False), table_k, 0.0))
+    return pa.table({
+        "doc_id": pa.array(batch.route_doc.astype(np.int32, copy=False)),
+        "pos": pa.array(batch.route_pos.astype(np.int32, copy=False)),
+        "site": pa.array(batch.route_site.astype(np.int16, copy=False)),
+        "experts": pa.FixedSizeListArray.from_arrays(pa.array(experts.reshape(-1)), experts.shape[1]),
+        "weights": pa.FixedSizeListArray.from_arrays(pa.array(weights.reshape(-1)), weights.shape[1]),
+    })
+
+
+class TraceWriter:
+    """Writes :class:`WriteBatch` objects for one run in a background thread."""
+
+    def __init__(self, store: Store, run: RunInfo, *, table_k: int, max_pending: int = 4) -> None:
+        self.store, self.run, self.table_k = store, run, table_k
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self.rows_written = 0
+        self.routes_written = 0
+        self._thread = threading.Thread(target=self._loop, name="moelens-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: WriteBatch) -> None:
+        self._raise_if_failed()
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        """Flush everything submitted, stop the thread, re-raise its error if it had one."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _loop(self) -> None:
+        cursor = self.store.con.cursor()
+        try:
+            while True:
+                batch = self._queue.get()
+                if batch is _STOP:
+                    return
+                if self._error is None:
+                    try:
+                        self._write(cursor, batch)
+                    except BaseException as error:  # noqa: BLE001 - handed to the caller
+                        self._error = error
+        finally:
+            cursor.close()
+
+    def _write(self, cursor: Any, batch: WriteBatch) -> None:
+        run_id, key = self.run.run_id, self.run.run_key
+        docs = pa.table({
+            "run_id": pa.array([run_id] * len(batch.documents), pa.string()),
+            "doc_id": pa.array([d["doc_id"] for d in batch.documents], pa.int64()),
+            "domain": pa.array([d.get("domain") for d in batch.documents], pa.string()),
+            "language": pa.array([d.get("language") for d in batch.documents], pa.string()),
+            "n_tokens": pa.array([d["n_tokens"] for d in batch.documents], pa.int32()),
+            "source": pa.array([d.get("source") for d in batch.documents], pa.string()),
+            "meta": pa.array([json.dumps(d.get("meta") or {}, ensure_ascii=False, default=str)
+                              for d in batch.documents], pa.string()),
+        })
+        tokens = pa.table({
+            "run_id": pa.array([run_id] * len(batch.token_doc), pa.string()),
+            "doc_id": pa.array(batch.token_doc.astype(np.int64, copy=False)),
+            "pos": pa.array(batch.token_pos.astype(np.int32, copy=False)),
+            "token_id": pa.array(batch.token_id.astype(np.int32, copy=False)),
+            "token": pa.array(batch.token_text if batch.token_text is not None else [None] * len(batch.token_doc),
+                              pa.string()),
+        })
+        routes = routes_arrow(batch, self.table_k)
+        cursor.execute("BEGIN")
+        try:
+            cursor.register("_ml_docs", docs)
+            cursor.execute("INSERT INTO documents SELECT * FROM _ml_docs")
+            cursor.register("_ml_tokens", tokens)
+            cursor.execute("INSERT INTO tokens SELECT * FROM _ml_tokens")
+            cursor.register("_ml_routes", routes)
+            cursor.execute(f"INSERT INTO {schema.route_table(key)} SELECT * FROM _ml_routes")
+            if batch.logits is not None and len(batch.logits):
+                logits = pa.table({
+                    "doc_id": pa.array(batch.route_doc.astype(np.int32, copy=False)),
+                    "pos": pa.array(batch.route_pos.astype(np.int32, copy=False)),
+                    "site": pa.array(batch.route_site.astype(np.int16, copy=False)),
+                    "logits": pa.FixedSizeListArray.from_arrays(
+                        pa.array(np.ascontiguousarray(batch.logits, dtype=np.float32).reshape(-1)),
+                        batch.logits.shape[1]),
+                })
+                cursor.register("_ml_logits", logits)
+                cursor.execute(f"INSERT INTO {schema.logits_table(key)} SELECT * FROM _ml_logits")
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        finally:
+            for name in ("_ml_docs", "_ml_tokens", "_ml_routes", "_ml_logits"):
+                try:
+                    cursor.unregister(name)
+                except Exception:  # noqa: BLE001
+                    pass
+        self.rows_written += len(batch.route_doc)
+        self.routes_written += batch.num_routes
