@@ -49,14 +49,14 @@ def _records_kernel(
 
     # softmax statistics; e is exp(x - max), so the largest probability is 1 / s
     m = tl.max(x, axis=1)
-    z = x - m[:, None]
+    z = tl.where(col_ok[None, :], x - m[:, None], 0.0)  # padding columns: finite, weight 0
     e = tl.where(col_ok[None, :], tl.exp(z), 0.0)
     s = tl.sum(e, axis=1)
     log_s = tl.log(s)
     entropy = log_s - tl.sum(tl.where(e > 0.0, e * z, 0.0), axis=1) / s
     taken = (cols[None, :] + tl.zeros([BLOCK_T, 1], dtype=tl.int32)) >= E
-    _, first = pick_max(x, taken, cols, BLOCK_E)
-    second, _ = pick_max(x, taken | (cols[None, :] == first[:, None]), cols, BLOCK_E)
+    _top, first = pick_max(x, taken, cols, BLOCK_E)
+    second, _second_id = pick_max(x, taken | (cols[None, :] == first[:, None]), cols, BLOCK_E)
     margin = (1.0 - tl.exp(second - m)) / s
     tl.store(ent_ptr + rows64 * s_stat, entropy, mask=ok)
     tl.store(margin_ptr + rows64 * s_stat, margin, mask=ok)

@@ -29,11 +29,11 @@ def _keep_groups(choice, cols, E, G, TOPK_G, GROUP, BLOCK_T: tl.constexpr, BLOCK
         member = (group_of == g)[None, :]
         outside = member == 0
         best, first = pick_max(choice, outside, cols, BLOCK_E)
-        second, _ = pick_max(choice, outside | (cols[None, :] == first[:, None]), cols, BLOCK_E)
+        second, _second_id = pick_max(choice, outside | (cols[None, :] == first[:, None]), cols, BLOCK_E)
         gscore = tl.where(gcols[None, :] == g, (best + second)[:, None], gscore)
     gtaken = (gcols[None, :] + tl.zeros([BLOCK_T, 1], dtype=tl.int32)) >= G
-    for _ in range(0, TOPK_G):
-        _, gid = pick_max(gscore, gtaken, gcols, BLOCK_G)
+    for _j in range(0, TOPK_G):
+        _best, gid = pick_max(gscore, gtaken, gcols, BLOCK_G)
         gtaken = gtaken | (gcols[None, :] == gid[:, None])
     kept = gtaken & (gcols[None, :] < G)
     keep = tl.zeros([BLOCK_T, BLOCK_E], dtype=tl.int1)
@@ -77,7 +77,7 @@ def _select_kernel(
     ids = tl.zeros([BLOCK_T, BLOCK_K], dtype=tl.int32)
     vals = tl.zeros([BLOCK_T, BLOCK_K], dtype=tl.float32)
     for j in range(0, K):
-        _, idx = pick_max(choice, taken, cols, BLOCK_E)
+        _value, idx = pick_max(choice, taken, cols, BLOCK_E)
         taken = taken | (cols[None, :] == idx[:, None])
         ids = tl.where(slots[None, :] == j, idx[:, None], ids)
         vals = tl.where(slots[None, :] == j, take_col(source, cols, idx)[:, None], vals)
