@@ -7,7 +7,9 @@ order and, per primary MoE layer, an ``[T, k]`` block of expert ids and weights 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -17,7 +19,30 @@ from moelens.store import schema
 from moelens.store.db import Store, fetch_arrow
 from moelens.store.packing import unpack_experts, unpack_weights
 
-__all__ = ["RunRouting", "load_routing"]
+__all__ = ["RunRouting", "load_routing", "load_logits", "regular_pages"]
+
+
+@contextlib.contextmanager
+def regular_pages():
+    """Turn off numpy's transparent-huge-page advice for large arrays while inside.
+
+    With THP in ``madvise`` mode and ``defrag=madvise`` (a common Linux default), every first
+    touch of a large numpy array can stall in the kernel's memory compaction: allocating the
+    768 MB expert array of a 1 M-token x 48-layer run took 4-5 s instead of 0.9 s. Restored on exit.
+    """
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # pragma: no cover - numpy < 2
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            yield
+            return
+    previous = _set_madvise_hugepage(False)
+    try:
+        yield
+    finally:
+        _set_madvise_hugepage(previous)
 
 
 @dataclass
@@ -54,62 +79,146 @@ class RunRouting:
         return np.searchsorted(docs, self.doc_id)
 
 
+def _token_index(docs_sorted: np.ndarray, counts: np.ndarray) -> Any:
+    """A function mapping (doc_id, pos) arrays to row indices in the (doc_id, pos)-sorted token
+    arrays, ``-1`` for a document or position that has no token row."""
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    if len(docs_sorted) and docs_sorted[0] >= 0 and docs_sorted[-1] < 4 * len(docs_sorted) + (1 << 20):
+        size = int(docs_sorted[-1]) + 1  # doc ids are row indices in the data: a dense lookup table
+        start = np.full(size + 1, -1, dtype=np.int64)
+        length = np.zeros(size + 1, dtype=np.int64)
+        start[docs_sorted], length[docs_sorted] = offsets, counts
+
+        def index(doc: np.ndarray, pos: np.ndarray) -> np.ndarray:
+            d = np.where((doc >= 0) & (doc < size), doc, size)
+            return np.where((pos >= 0) & (pos < length[d]), start[d] + pos, -1)
+        return index
+
+    def index_sorted(doc: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        i = np.minimum(np.searchsorted(docs_sorted, doc), max(len(docs_sorted) - 1, 0))
+        ok = (docs_sorted[i] == doc) & (pos >= 0) & (pos < counts[i]) if len(docs_sorted) else np.zeros(len(doc), bool)
+        return np.where(ok, offsets[i] + pos, -1)
+    return index_sorted
+
+
+def _place(dest: np.ndarray, tok: np.ndarray, values: np.ndarray) -> None:
+    """``dest[tok] = values``, as a straight copy when the rows already come in token order."""
+    n = len(tok)
+    if n == len(dest) and n and tok[0] == 0 and tok[-1] == n - 1 and (n == 1 or bool((np.diff(tok) == 1).all())):
+        dest[...] = values
+    else:
+        dest[tok] = values
+
+
 def load_routing(db: str | os.PathLike | Store, run_id: str | None = None, *, layers: Iterable[int] | None = None,
                  weights: bool = True, token_text: bool = False, max_docs: int | None = None) -> RunRouting:
-    """Load ``run_id`` (or the only run) from a trace database into a :class:`RunRouting`."""
+    """Load ``run_id`` (or the only run) from a trace database into a :class:`RunRouting`.
+
+    Each layer's rows are read with one query on the run's physical table (DuckDB skips the row
+    groups of other sites) and copied into place; rows for tokens that are not in ``tokens``
+    (none in a consistent database) are ignored.
+    """
+    store = db if isinstance(db, Store) else Store(db, read_only=True)
+    try:
+        with regular_pages():
+            return _load(store, run_id, layers, weights, token_text, max_docs)
+    finally:
+        if not isinstance(db, Store):
+            store.close()
+
+
+def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weights: bool, token_text: bool,
+          max_docs: int | None) -> RunRouting:
     import polars as pl
+
+    info = store.require_run(run_id)
+    con = store.con
+    sites = con.execute("SELECT site, layer, top_k FROM sites WHERE run_id = ? AND is_primary ORDER BY layer, site",
+                        [info.run_id]).fetchall()
+    wanted = None if layers is None else {int(x) for x in layers}
+    sites = [s for s in sites if wanted is None or s[1] in wanted]
+    layer_list = np.array(sorted({s[1] for s in sites}), dtype=np.int64)
+    doc_filter = "" if max_docs is None else f" AND doc_id < (SELECT min(doc_id) FROM documents WHERE run_id = $run) + {int(max_docs)}"
+    documents = pl.from_arrow(fetch_arrow(
+        con, "SELECT doc_id, domain, language, n_tokens, source, meta FROM documents WHERE run_id = $run"
+        f"{doc_filter} ORDER BY doc_id", {"run": info.run_id}))
+    tok_cols = "doc_id, pos, token_id" + (", token" if token_text else "")
+    toks = fetch_arrow(con, f"SELECT {tok_cols} FROM tokens WHERE run_id = $run{doc_filter} ORDER BY doc_id, pos",
+                       {"run": info.run_id})
+    doc_id = toks.column("doc_id").to_numpy().astype(np.int64)
+    pos = toks.column("pos").to_numpy().astype(np.int32)
+    T, L = len(doc_id), len(layer_list)
+    k = max([int(s[2]) for s in sites], default=info.top_k)
+    experts = np.full((L, T, k), -1, dtype=np.int16)
+    weight_arr = np.zeros((L, T, k), dtype=np.float32) if weights else None
+    if sites and T:
+        docs_sorted = documents["doc_id"].to_numpy().astype(np.int64)
+        counts = documents["n_tokens"].to_numpy().astype(np.int64)
+        index = _token_index(docs_sorted, counts)
+        cols = "doc_id, pos, experts" + (", weights" if weights else "")
+        table = schema.route_table(info.run_key)
+        params = {"run": info.run_id} if doc_filter else None
+        queries = [(int(np.searchsorted(layer_list, layer)),
+                    f"SELECT {cols} FROM {table} WHERE site = {int(site)}{doc_filter}") for site, layer, _ in sites]
+        # DuckDB reads the next layer (in a thread, on its own cursor) while numpy places this one
+        with ThreadPoolExecutor(max_workers=1) as pool, contextlib.closing(con.cursor()) as cursor:
+            pending = pool.submit(fetch_arrow, cursor, queries[0][1], params)
+            for n, (li, _) in enumerate(queries):
+                part = pending.result()
+                if n + 1 < len(queries):
+                    pending = pool.submit(fetch_arrow, cursor, queries[n + 1][1], params)
+                if part.num_rows == 0:
+                    continue
+                part = part.combine_chunks()
+                tok = index(part.column(0).to_numpy().astype(np.int64), part.column(1).to_numpy().astype(np.int64))
+                keep = tok >= 0
+                complete = bool(keep.all())
+                if not complete:
+                    tok = tok[keep]
+                words = part.column(2).combine_chunks()
+                e = unpack_experts(words.values.to_numpy(zero_copy_only=False).reshape(-1, words.type.list_size), k)
+                _place(experts[li], tok, e if complete else e[keep])
+                if weights:
+                    wcol = part.column(3).combine_chunks()
+                    w = unpack_weights(wcol.values.to_numpy(zero_copy_only=False).reshape(-1, wcol.type.list_size), k)
+                    _place(weight_arr[li], tok, w if complete else w[keep])
+    token_list = toks.column("token").to_pylist() if token_text else None
+    return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos,
+                      toks.column("token_id").to_numpy().astype(np.int32), experts, weight_arr, documents,
+                      info.config, token_list)
+
+
+def load_logits(db: str | os.PathLike | Store, routing: RunRouting, layer: int) -> np.ndarray:
+    """``[T, width]`` float32 router logits of ``layer`` aligned with ``routing``'s tokens.
+
+    Rows of tokens without stored logits are ``nan``; columns past a router's own width are
+    ``nan`` padding. Raises :class:`~moelens.errors.StoreError` when the run stored no logits.
+    """
+    from moelens.errors import StoreError
 
     store = db if isinstance(db, Store) else Store(db, read_only=True)
     try:
-        info = store.require_run(run_id)
-        con = store.con
-        sites = con.execute("SELECT site, layer, top_k FROM sites WHERE run_id = ? AND is_primary ORDER BY layer, site",
-                            [info.run_id]).fetchall()
-        wanted = None if layers is None else {int(x) for x in layers}
-        sites = [s for s in sites if wanted is None or s[1] in wanted]
-        layer_list = np.array(sorted({s[1] for s in sites}), dtype=np.int64)
-        site_to_layer = np.full(max([s[0] for s in sites], default=0) + 1, -1, dtype=np.int64)
-        for s in sites:
-            site_to_layer[s[0]] = int(np.searchsorted(layer_list, s[1]))
-        doc_filter = "" if max_docs is None else f" AND doc_id < (SELECT min(doc_id) FROM documents WHERE run_id = $run) + {int(max_docs)}"
-        documents = pl.from_arrow(fetch_arrow(
-            con, "SELECT doc_id, domain, language, n_tokens, source, meta FROM documents WHERE run_id = $run"
-            f"{doc_filter} ORDER BY doc_id", {"run": info.run_id}))
-        tok_cols = "doc_id, pos, token_id" + (", token" if token_text else "")
-        toks = fetch_arrow(con, f"SELECT {tok_cols} FROM tokens WHERE run_id = $run{doc_filter} ORDER BY doc_id, pos",
-                           {"run": info.run_id})
-        doc_id = toks.column("doc_id").to_numpy().astype(np.int64)
-        pos = toks.column("pos").to_numpy().astype(np.int32)
-        T, k, L = len(doc_id), info.top_k, len(layer_list)
-        experts = np.full((L, T, k), -1, dtype=np.int16)
-        weight_arr = np.zeros((L, T, k), dtype=np.float32) if weights else None
-        if sites and T:
-            docs_sorted = documents["doc_id"].to_numpy().astype(np.int64)
-            counts = documents["n_tokens"].to_numpy().astype(np.int64)
-            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            site_list = ", ".join(str(int(s[0])) for s in sites)
-            cols = "doc_id, pos, site, experts" + (", weights" if weights else "")
-            table = fetch_arrow(
-                con, f"SELECT {cols} FROM {schema.route_table(info.run_key)} WHERE site IN ({site_list}){doc_filter}",
-                {"run": info.run_id} if doc_filter else None)
-            for batch in table.to_batches(max_chunksize=1 << 22):
-                r_doc = batch.column(0).to_numpy().astype(np.int64)
-                r_pos = batch.column(1).to_numpy().astype(np.int64)
-                r_site = batch.column(2).to_numpy()
-                tok = offsets[np.searchsorted(docs_sorted, r_doc)] + r_pos
-                lay = site_to_layer[r_site]
-                words = batch.column(3)
-                ew = words.type.list_size
-                e = unpack_experts(words.values.to_numpy(zero_copy_only=False).reshape(-1, ew), k)
-                experts[lay, tok] = e
-                if weights:
-                    wcol = batch.column(4)
-                    w = unpack_weights(wcol.values.to_numpy(zero_copy_only=False).reshape(-1, wcol.type.list_size), k)
-                    weight_arr[lay, tok] = w
-        token_list = toks.column("token").to_pylist() if token_text else None
-        return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos,
-                          toks.column("token_id").to_numpy().astype(np.int32), experts, weight_arr, documents,
-                          info.config, token_list)
+        info = store.require_run(routing.run_id)
+        table = schema.logits_table(info.run_key)
+        if table not in store._tables():
+            raise StoreError(f"run {info.run_id!r} has no router logits; trace it again with --logits.")
+        site = store.con.execute("SELECT site FROM sites WHERE run_id = ? AND layer = ? AND is_primary ORDER BY site",
+                                 [info.run_id, int(layer)]).fetchall()
+        if not site:
+            raise StoreError(f"run {info.run_id!r} has no router at layer {layer}.")
+        with regular_pages():
+            part = fetch_arrow(store.con, f"SELECT doc_id, pos, logits FROM {table} WHERE site = {int(site[0][0])}")
+            width = part.schema.field("logits").type.list_size
+            out = np.full((routing.num_tokens, width), np.nan, dtype=np.float32)
+            if part.num_rows:
+                part = part.combine_chunks()
+                docs = routing.documents
+                index = _token_index(docs["doc_id"].to_numpy().astype(np.int64), docs["n_tokens"].to_numpy().astype(np.int64))
+                tok = index(part.column(0).to_numpy().astype(np.int64), part.column(1).to_numpy().astype(np.int64))
+                values = part.column(2).combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, width)
+                keep = tok >= 0
+                _place(out, tok[keep], values[keep])
+        return out
     finally:
         if not isinstance(db, Store):
             store.close()
