@@ -16,6 +16,7 @@ from moelens.errors import ConfigError
 LOGIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INDEX_DTYPES = (torch.int64, torch.int32, torch.int16)
 COUNT_DTYPES = (torch.int32, torch.int64)
+MAX_EXPERTS = 32767  # ids are stored as int16
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ def check_logits(logits: Any) -> tuple[int, int]:
         raise ConfigError(
             f"Router logits have dtype {logits.dtype}.", hint="Pass float32, bfloat16 or float16."
         )
-    if logits.shape[1] < 1:
-        raise ConfigError("Router logits have no expert column.")
+    if not 1 <= logits.shape[1] <= MAX_EXPERTS:
+        raise ConfigError(f"Router logits have {logits.shape[1]} experts; records hold 1 to {MAX_EXPERTS}.")
     return logits.shape[0], logits.shape[1]
 
 

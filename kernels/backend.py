@@ -22,7 +22,14 @@ from typing import Any
 
 from moelens.errors import ConfigError
 
-__all__ = ["BACKENDS", "choose_backend", "triton_available", "triton_disabled", "triton_interpreted"]
+__all__ = [
+    "BACKENDS",
+    "choose_backend",
+    "require_triton_device",
+    "triton_available",
+    "triton_disabled",
+    "triton_interpreted",
+]
 
 BACKENDS = ("auto", "torch", "triton")
 _TRUE = {"1", "true", "yes", "on"}
@@ -97,3 +104,16 @@ def choose_backend(requested: str = "auto", device: Any = None) -> str:
             hint="Use the 'torch' or 'auto' backend (or TRITON_INTERPRET=1 to test kernels on CPU).",
         )
     return "triton"
+
+
+def require_triton_device(device: Any) -> None:
+    """Raise :class:`ConfigError` unless a Triton kernel can run on tensors on ``device``.
+
+    Called by the Triton wrappers (triton is already imported there), so that a CPU tensor
+    outside the interpreter fails with a remedy rather than a driver error.
+    """
+    if _device_type(device) != "cuda" and not triton_interpreted():
+        raise ConfigError(
+            f"Triton kernels run on CUDA tensors, got tensors on {_device_type(device)!r}.",
+            hint="Use the torch reference (backend 'torch') for these tensors.",
+        )

@@ -18,6 +18,7 @@ Typical use from a capture hook::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,6 +30,8 @@ from moelens.kernels.backend import choose_backend
 from moelens.kernels.records_torch import FIELDS, RouteRecords, route_records_torch
 
 __all__ = ["HostRecords", "RecordBuffer", "record_function"]
+
+logger = logging.getLogger(__name__)
 
 
 def record_function(backend: str) -> Callable[..., RouteRecords]:
@@ -95,6 +98,8 @@ class RecordBuffer:
             raise ConfigError(f"count_dtype={count_dtype} must be torch.int32 or torch.int64.")
         self.device = torch.device(device)
         self.backend = choose_backend(backend, self.device)
+        logger.info("%s: kernel backend %s (requested %s, device %s)", type(self).__name__, self.backend, backend,
+                    self.device)  # fmt: skip
         self.num_layers, self.max_tokens, self.k, self.num_experts = num_layers, max_tokens, k, num_experts
         self._record = record_function(self.backend)
         shape = (num_layers, max_tokens)

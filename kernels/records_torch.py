@@ -35,7 +35,7 @@ from moelens.kernels.select_torch import stable_topk
 
 __all__ = ["RouteRecords", "route_records_torch"]
 
-WEIGHT_DTYPES = (torch.float32, torch.float16)
+FIELDS = ("ids", "weights", "entropy", "margin", "lse")
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,6 @@ class RouteRecords:
     def to_numpy(self) -> dict[str, Any]:
         """Host copies as numpy arrays (synchronises; not for the per-layer hot path)."""
         return {name: getattr(self, name).cpu().numpy() for name in FIELDS}
-
-
-FIELDS = ("ids", "weights", "entropy", "margin", "lse")
 
 
 def route_records_torch(

@@ -17,6 +17,7 @@ import triton.language as tl
 from moelens.errors import ConfigError
 from moelens.kernels._checks import check_record_call
 from moelens.kernels._triton_common import block_rows, next_pow2, num_warps, pick_max
+from moelens.kernels.backend import require_triton_device
 from moelens.kernels.records_torch import RouteRecords
 
 __all__ = ["route_records"]
@@ -107,6 +108,7 @@ def route_records(
     out = call.out if call.out is not None else RouteRecords.empty(
         call.rows, call.k, device=logits.device, weight_dtype=weight_dtype
     )
+    require_triton_device(logits.device)
     if call.rows == 0:
         return out
     dst = out.rows(row_offset, row_offset + call.rows)

@@ -138,5 +138,5 @@ def _limit_groups(choice: torch.Tensor, n_group: int, topk_group: int) -> torch.
     group_scores = choice.view(rows, n_group, experts // n_group).topk(2, dim=-1).values.sum(-1)
     _, kept = stable_topk(group_scores, topk_group)
     keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, kept, True)
-    keep = keep.repeat_interleave(experts // n_group, dim=1)
+    keep = keep[:, :, None].expand(rows, n_group, experts // n_group).reshape(rows, experts)
     return choice.masked_fill(~keep, float("-inf"))

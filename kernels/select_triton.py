@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from moelens.kernels._triton_common import block_rows, next_pow2, num_warps, pick_max, take_col
+from moelens.kernels.backend import require_triton_device
 from moelens.kernels.select_torch import RULES, Selection, check_select_call
 
 __all__ = ["select_experts"]
@@ -115,6 +116,7 @@ def select_experts(
 ) -> Selection:
     """Triton version of :func:`moelens.kernels.select_torch.select_experts_torch` (same contract)."""
     call = check_select_call(logits, k, rule, bias, n_group, topk_group, scaling_factor, eps)
+    require_triton_device(logits.device)
     rows = logits.shape[0]
     ids = torch.empty((rows, k), dtype=torch.int64, device=logits.device)
     weights = torch.empty((rows, k), dtype=torch.float32, device=logits.device)

@@ -24,6 +24,7 @@ nothing.
 from __future__ import annotations
 
 import math
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ from moelens.kernels.buffer import record_function
 from moelens.kernels.records_torch import RouteRecords
 
 __all__ = ["StatsAccumulator", "StatsTables", "update_stats_torch"]
+
+logger = logging.getLogger(__name__)
 
 TABLES = ("expert_counts", "coactivation", "entropy_hist", "tokens",
           "label_expert_counts", "label_entropy_hist", "label_tokens")  # fmt: skip
@@ -151,6 +154,8 @@ class StatsAccumulator:
                 raise ConfigError(f"{name}={value!r} must be an int >= {low}.")
         self.device = torch.device(device)
         self.backend = choose_backend(backend, self.device)
+        logger.info("%s: kernel backend %s (requested %s, device %s)", type(self).__name__, self.backend, backend,
+                    self.device)  # fmt: skip
         self.tables = StatsTables.zeros(num_layers, num_experts, num_labels=num_labels,
                                         entropy_bins=entropy_bins, device=self.device)  # fmt: skip
         if self.backend == "triton":
@@ -174,9 +179,11 @@ class StatsAccumulator:
         Returns the records (a scratch buffer reused by the next call).
         """
         rows = logits.shape[0]
-        slots = topk_ids.shape[1] if topk_ids is not None else k
+        slots = topk_ids.shape[1] if topk_ids is not None and topk_ids.dim() == 2 else k
+        if not isinstance(slots, int) or slots < 1:
+            raise ConfigError("Pass k (or topk_ids) to say how many experts each token records.")
         if self._scratch is None or self._scratch.num_rows < rows or self._scratch.k != slots:
-            self._scratch = RouteRecords.empty(max(rows, 1), slots or 1, device=logits.device)
+            self._scratch = RouteRecords.empty(max(rows, 1), slots, device=logits.device)
         out = self._scratch.rows(0, rows)
         self._record(logits, topk_ids, topk_weights, k=k, out=out, valid=valid)
         self.update(layer, out.ids, out.entropy, labels, valid)

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from moelens.kernels._triton_common import next_pow2
+from moelens.kernels.backend import require_triton_device
 from moelens.kernels.stats import StatsTables, check_update
 
 __all__ = ["update_stats"]
@@ -62,6 +63,7 @@ def update_stats(tables: StatsTables, layer: int, experts: torch.Tensor, entropy
                  labels: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> None:  # fmt: skip
     """Triton version of :func:`moelens.kernels.stats.update_stats_torch` (same contract)."""
     check_update(tables, layer, experts, entropy, labels, valid)
+    require_triton_device(experts.device)
     rows, k = experts.shape
     if rows == 0:
         return

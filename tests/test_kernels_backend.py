@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -49,7 +50,8 @@ def test_import_loads_neither_torch_nor_triton():
 
 
 def test_triton_names_resolve_where_triton_is_installed():
-    pytest.importorskip("triton", reason="triton is not installed")
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
     code = (
         "import moelens.kernels as k;"
         "print([getattr(k, n).__module__ for n in ('route_records', 'select_experts', 'update_stats')])"
@@ -109,12 +111,7 @@ def test_unknown_backend():
 
 
 def test_triton_available_reports_the_install():
-    try:
-        import importlib.util
-
-        installed = importlib.util.find_spec("triton") is not None
-    except ValueError:
-        installed = True
+    installed = importlib.util.find_spec("triton") is not None
     if not installed:
         assert backend.triton_available() is False
         with pytest.raises(ConfigError, match="not installed"):
@@ -124,3 +121,17 @@ def test_triton_available_reports_the_install():
         code = "from moelens.kernels.backend import triton_available as t; print(t())"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "True"
+
+
+def test_triton_wrappers_refuse_cpu_tensors_outside_the_interpreter(fake_triton):
+    backend.require_triton_device("cuda:0")
+    with pytest.raises(ConfigError, match="backend 'torch'"):
+        backend.require_triton_device("cpu")
+
+
+def test_record_buffer_logs_its_backend(caplog):
+    from moelens.kernels import RecordBuffer
+
+    with caplog.at_level("INFO", logger="moelens.kernels"):
+        RecordBuffer(1, 4, 2, 8, backend="auto")
+    assert "kernel backend torch (requested auto, device cpu)" in caplog.text

@@ -8,6 +8,7 @@ Compilation needs a non-interpreted triton, so it runs in a fresh process.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,7 +16,10 @@ import textwrap
 
 import pytest
 
-pytest.importorskip("triton", reason="triton is not installed (pip install 'moelens[triton]')")
+# find_spec, not import: importing triton here would fix its mode for the whole test session
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed (pip install 'moelens[triton]')"
+)
 
 SCRIPT = textwrap.dedent(
     """

@@ -6,6 +6,7 @@ this test session may have switched triton to its interpreter (tests/test_kernel
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -26,8 +27,9 @@ COMPARE = textwrap.dedent(
     """
     import sys
     import torch
-    from moelens.kernels import (RecordBuffer, RouteRecords, StatsTables, route_records, route_records_torch,
-                                 select_experts, select_experts_torch, update_stats, update_stats_torch)
+    from moelens.kernels import (RecordBuffer, RouteRecords, StatsAccumulator, StatsTables, route_records,
+                                 route_records_torch, select_experts, select_experts_torch, update_stats,
+                                 update_stats_torch)
     from moelens.kernels.backend import triton_interpreted
 
     dev = sys.argv[1]
@@ -83,15 +85,33 @@ COMPARE = textwrap.dedent(
             for name in ("expert_counts", "coactivation", "entropy_hist", "tokens", "label_expert_counts",
                          "label_entropy_hist", "label_tokens"):
                 assert torch.equal(getattr(tables[0], name), getattr(tables[1], name)), name
-    buf = RecordBuffer(4, 512, 8, 64, device=dev, backend="triton")
-    assert buf.backend == "triton"
+    # the per-layer hot path must not synchronise with the host (sync debug mode raises if it does)
+    buf = RecordBuffer(2, 512, 8, 64, device=dev, backend="triton")
+    acc = StatsAccumulator(2, 64, num_labels=3, device=dev, backend="triton")
+    x = torch.randn(300, 64, device=dev, generator=g).bfloat16()
+    valid = torch.rand(300, device=dev, generator=g) > 0.1
+    labels = torch.randint(0, 3, (300,), device=dev, generator=g)
+    if dev == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+    ids, w = select_experts(x, 8, "softmax_topk")
+    buf.reset()
+    buf.write(0, x, ids, w, valid=valid)
+    buf.write(1, x, valid=valid)
+    acc.observe(0, x, ids, w, labels=labels, valid=valid)
+    pending = buf.to_host_async(300)
+    if dev == "cuda":
+        torch.cuda.set_sync_debug_mode(0)
+    host = pending.wait()
+    assert (host["ids"][0][valid.cpu().numpy()] == ids[valid].cpu().numpy()).all()
+    assert int(acc.tables.expert_counts.sum()) == 8 * int(valid.sum())
     print("compared", checked)
     """
 )
 
 
 def test_compiled_kernels_match_reference_on_cuda():
-    pytest.importorskip("triton", reason="triton is not installed")
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", COMPARE, "cuda"], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-6000:]
@@ -119,3 +139,29 @@ def test_record_buffer_copies_asynchronously_into_pinned_memory():
     assert host["counts"][0].sum() == 4 * v.sum() and host["counts"][1].sum() == 400
     torch.cuda.synchronize()
     assert int(buf.counts[0].sum()) == 800  # the device buffer moved on to the next batch
+
+
+def test_torch_backend_never_synchronises_per_layer():
+    from moelens.kernels import StatsAccumulator, select_experts_torch
+
+    buf = RecordBuffer(2, 512, 8, 64, device="cuda", backend="torch")
+    acc = StatsAccumulator(2, 64, num_labels=3, device="cuda", backend="torch")
+    x = torch.randn(300, 64, device="cuda").bfloat16()
+    valid = torch.rand(300, device="cuda") > 0.1
+    labels = torch.randint(0, 3, (300,), device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        ids, w = select_experts_torch(x, 8, "deepseek_v3", bias=torch.zeros(64, device="cuda"), n_group=8,
+                                      topk_group=4)  # fmt: skip
+        buf.reset()
+        buf.write(0, x, ids, w, valid=valid)
+        buf.write(1, x, valid=valid)
+        acc.observe(0, x, ids, w, labels=labels, valid=valid)
+        pending = buf.to_host_async(300)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    host = pending.wait()
+    v = valid.cpu().numpy()
+    np.testing.assert_array_equal(host["ids"][0][v], ids[valid].cpu().numpy())
+    assert int(acc.tables.expert_counts.sum()) == 8 * int(valid.sum())

@@ -310,3 +310,38 @@ def test_record_buffer_rejects_bad_use():
         buf.to_host_async(num_tokens=5)
     with pytest.raises(ConfigError, match="k=9"):
         RecordBuffer(2, 4, 9, 8, backend="torch")
+
+
+# --- no host synchronisation on the per-layer paths ---------------------------------------------
+
+VALUE_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__")
+
+
+def _refuse(self, *args, **kwargs):
+    raise AssertionError("a per-layer path read a tensor value on the host")
+
+
+def test_per_layer_paths_never_read_tensor_values():
+    """Every Tensor -> Python value conversion is a host sync on CUDA; none may happen here."""
+    from moelens.kernels import StatsAccumulator
+
+    x = torch.randn(9, 16)
+    ids, w = select_experts_torch(x, 4, "deepseek_v3", bias=torch.randn(16), n_group=4, topk_group=2)
+    valid = torch.rand(9) > 0.3
+    buf = RecordBuffer(2, 16, 4, 16, backend="torch")
+    acc = StatsAccumulator(2, 16, num_labels=2, backend="torch")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in VALUE_READS:
+            mp.setattr(torch.Tensor, name, _refuse)
+        with pytest.raises(AssertionError, match="host"):
+            x.sum().item()  # the guard is live
+        for rule in ("softmax_topk", "topk_softmax", "sigmoid_bias"):
+            select_experts_torch(x, 4, rule)
+        select_experts_torch(x, 4, "deepseek_v3", n_group=4, topk_group=2)
+        buf.reset()
+        buf.write(1, x, ids, w, valid=valid, row_offset=3)
+        buf.write(0, x.half(), valid=valid)
+        rec = acc.observe(1, x, ids, w, labels=torch.arange(9) % 3, valid=valid)
+        acc.update(0, rec.ids, rec.entropy)
+    assert int(buf.counts.sum()) == 2 * 4 * int(valid.sum())
+    assert int(acc.tables.tokens.sum()) == int(valid.sum()) + 9
