@@ -87,13 +87,13 @@ def _spec_table(ck: dict, kind: str, top: int | None = None) -> str:
     for r in rows:
         if r["label"] not in best or r["ratio_to_uniform"] > best[r["label"]]["ratio_to_uniform"]:
             best[r["label"]] = r
-    out = [f"| {kind} | docs | tokens | layer | expert | share | × uniform | 95 % CI (bootstrap over docs) |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [f"| {kind} | docs | tokens | layer | expert | share | × uniform | 95 % CI (bootstrap over docs) "
+           "| expert's share of all tokens | lift |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label in sorted(best, key=lambda x: -best[x]["ratio_to_uniform"])[:top]:
         r = best[label]
         out.append(f"| {label} | {r['docs']} | {r['tokens']:,} | {r['layer']} | {r['expert']} | "
                    f"{r['share']:.3f} | {r['ratio_to_uniform']:.2f} | {r['ci95'][0]:.3f} – "
-                   f"{r['ci95'][1]:.3f} |")
+                   f"{r['ci95'][1]:.3f} | {r['overall_share']:.3f} | {r['lift']:.2f} |")
     return "\n".join(out)
 
 
@@ -123,7 +123,8 @@ def render_main(card: dict, config: dict) -> str:
         "model = AutoModelForCausalLM.from_pretrained(path, dtype=\"float32\")",
         "tok = AutoTokenizer.from_pretrained(path)",
         "```", "",
-        "Weights are stored in float16 (load with `dtype=\"float32\"` on CPU for exact figures).", "",
+        "Weights are stored in float16; `config.json` has `dtype: float32`, so `from_pretrained` "
+        "upcasts them on load unless asked otherwise (all figures below use float32).", "",
         "## Architecture", "",
         "| | |", "|---|---|",
         f"| class | `{config['architectures'][0]}` (`model_type: {config['model_type']}`) |",
@@ -190,10 +191,20 @@ def render_main(card: dict, config: dict) -> str:
         f"* **moelens-mini-early**: the same run after {tr['moelens-mini-early'].get('step', '?')} steps "
         f"({tr['moelens-mini-early'].get('tokens_processed', 0):,} tokens, "
         f"{100 * tr['moelens-mini-early'].get('step', 0) / max(1, tr['moelens-mini'].get('steps', 1)):.0f} % of training).",
-        "* **moelens-mini-collapsed**: same data, seed, schedule and architecture, but trained the way "
-        "a common mistake trains it: **no load-balancing loss** (coefficient 0) and a **router learning "
-        f"rate {tr['moelens-mini-collapsed'].get('router_lr_mult')}× the rest of the model**. Nothing else "
-        "differs (no z-loss or other term pushes routing anywhere).", "",
+        "* **moelens-mini-collapsed**: same data, seed, architecture, optimiser and warm-up, but trained "
+        "the way a common mistake trains it: **no load-balancing loss** (coefficient 0) and a **router "
+        f"learning rate {tr['moelens-mini-collapsed'].get('router_lr_mult')}× the rest of the model**, with "
+        f"the router weights initialised at std {tr['moelens-mini-collapsed'].get('router_init_std')} "
+        "instead of the config's 0.02 (an unscaled router init). With renormalised top-k routing an "
+        "expert that is never selected receives no router gradient, so early winners stay winners. No "
+        "z-loss or other term pushes routing anywhere. It ran "
+        f"{tr['moelens-mini-collapsed'].get('steps', 0):,} steps with its own cosine schedule (collapse "
+        "sets in within the first few hundred steps, and CPU time on the shared machine was short), "
+        "so its language-model loss is not comparable to the balanced model's.", "",
+        "The balanced run was started with `--steps 1800`, stopped after its step-100 checkpoint when the "
+        "shared machine turned out slower than measured, and resumed with `--steps 1250` (the command "
+        "shown). Batches are drawn by step and steps 0–149 are linear warm-up whatever the total, so "
+        "this is the same computation as a fresh `--steps 1250` run.", "",
         "## Validation loss (held-out evaluation split)", "",
         "Cross entropy in nats per token of each document's tokens given `<|endoftext|>` and the "
         "preceding tokens (documents truncated at 512 tokens), against a unigram baseline: the cross "
@@ -220,6 +231,13 @@ def render_main(card: dict, config: dict) -> str:
         "resamples of the label's documents (the expert is chosen on the full split).", "",
         "moelens-mini, by language:", "", _spec_table(bal, "language"), "",
         "moelens-mini, by domain:", "", _spec_table(bal, "domain"), "",
+        "*Lift* divides the share by the same expert's share of all evaluation tokens: a router that "
+        "sends every token to one expert gives every label a share near 1 but a lift near 1. A control "
+        "makes the point: the same architecture freshly initialised (seed 0, never trained) routes "
+        "deep-layer tokens to a few experts almost regardless of input, so its shares are also high "
+        "while its lifts stay small:", "",
+        _spec_table(card["checkpoints"]["random-init"], "language") if "random-init" in card["checkpoints"] else "",
+        "",
         f"Acceptance: in at least one layer some language's most specialised expert receives at least "
         f"twice the uniform share with an interval excluding it — here {acc['specialised_pairs']} "
         f"(language, layer) pairs do; the strongest is **{b['label']}**, layer {b['layer']}, expert "
@@ -305,7 +323,13 @@ def main(argv: list[str] | None = None) -> int:
                           "train_tokens": sum(c[1] for row in s["train"].values() for c in row.values())}
     card["training"] = {n: json.loads((f / "training.json").read_text())
                         for n, f in MODELS.items() if (f / "training.json").is_file()}
-    config = json.loads((MODELS["moelens-mini"] / "config.json").read_text())
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(MODELS["moelens-mini"]))
+    config = {key: getattr(cfg, key) for key in (
+        "architectures", "model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "num_experts", "num_experts_per_tok",
+        "moe_intermediate_size", "vocab_size", "max_position_embeddings")}
     card["parameters"] = parameter_counts(config, MODELS["moelens-mini"])
     path.write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
     (MODELS["moelens-mini"] / "README.md").write_text(render_main(card, config))

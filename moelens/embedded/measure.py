@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unigram-from", type=Path,
                     help="tokens.npy of the training run: (re)write moelens-mini/unigram.json")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=FOLDER",
+                    help="also measure this checkpoint (e.g. a rejected training attempt)")
     args = ap.parse_args(argv)
 
     import torch
@@ -239,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         uni_path.write_text(json.dumps({"source": "training token stream", "tokens": len(stream),
                                         "counts": cnt}) + "\n")
     unigram = json.loads(uni_path.read_text())["counts"]
-    result = measure(MODELS, args.eval, unigram)
+    models = dict(MODELS)
+    for spec in args.extra:
+        name, _, folder = spec.partition("=")
+        models[name] = Path(folder)
+    result = measure(models, args.eval, unigram)
     result["acceptance"] = acceptance(result)
     text = json.dumps(result, indent=1, ensure_ascii=False)
     if args.out:

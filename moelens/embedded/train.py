@@ -1,8 +1,9 @@
 """Train the embedded MoE on CPU: ``python -m moelens.embedded.train --corpus DIR --work DIR ...``.
 
 One run = one variant (``balanced``: Qwen3-MoE with the load-balancing auxiliary loss;
-``collapsed``: the same model and data without load balancing and with a 10x router learning
-rate, a plausible training mistake that lets routing collapse). The run:
+``collapsed``: the same model and data without load balancing, with a 10x router learning
+rate and a 10x router initialisation scale (std 0.2 instead of 0.02): plausible training mistakes
+that let routing collapse). The run:
 
 1. trains the byte-level BPE tokenizer on ``train.jsonl`` (or reuses ``WORK/tokenizer``),
 2. tokenizes the corpus once into ``WORK/tokens.npy`` (documents joined by ``<|endoftext|>``),
@@ -37,8 +38,12 @@ ARCH = dict(
     tie_word_embeddings=True, initializer_range=0.02, hidden_act="silu",
 )
 VARIANTS = {
-    "balanced": {"router_aux_loss_coef": 0.01, "router_lr_mult": 1.0},
-    "collapsed": {"router_aux_loss_coef": 0.0, "router_lr_mult": 10.0},
+    "balanced": {"router_aux_loss_coef": 0.01, "router_lr_mult": 1.0, "router_init_std": None},
+    "collapsed": {"router_aux_loss_coef": 0.0, "router_lr_mult": 10.0, "router_init_std": 0.2},
+    # as "collapsed", and the top-k gate weights are not renormalised (the OLMoE / Qwen2-MoE
+    # convention): gradients then raise the selected experts' probabilities against all others
+    "collapsed-unnormalised": {"router_aux_loss_coef": 0.0, "router_lr_mult": 10.0,
+                               "router_init_std": 0.2, "norm_topk_prob": False},
 }
 
 
@@ -46,8 +51,9 @@ def make_config(variant: str, tok) -> "Qwen3MoeConfig":
     from transformers import Qwen3MoeConfig
 
     eos = tok.convert_tokens_to_ids(tok.eos_token)
+    arch = dict(ARCH, norm_topk_prob=VARIANTS[variant].get("norm_topk_prob", ARCH["norm_topk_prob"]))
     return Qwen3MoeConfig(
-        **ARCH, router_aux_loss_coef=VARIANTS[variant]["router_aux_loss_coef"],
+        **arch, router_aux_loss_coef=VARIANTS[variant]["router_aux_loss_coef"],
         output_router_logits=False, bos_token_id=eos, eos_token_id=eos,
         pad_token_id=tok.pad_token_id)
 
@@ -106,6 +112,15 @@ def effective_experts(router_logits, k: int) -> list[float]:
     return out
 
 
+def set_load_dtype(folder: Path, dtype: str = "float32") -> None:
+    """Weights stay float16 on disk; ``config.dtype`` says what ``from_pretrained`` loads them as
+    by default (``dtype="auto"``), so CPU users get float32 compute without asking."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config["dtype"] = dtype
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def export(model, tok, folder: Path, extra: dict) -> None:
     import torch
 
@@ -117,6 +132,7 @@ def export(model, tok, folder: Path, extra: dict) -> None:
     half = half.to(torch.float16)
     half.config.output_router_logits = False
     half.save_pretrained(str(folder), safe_serialization=True)
+    set_load_dtype(folder)
     tok.save_pretrained(str(folder))
     (folder / "training.json").write_text(json.dumps(extra, indent=1, sort_keys=True) + "\n")
 
@@ -166,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     config = make_config(args.variant, tok)
     model = Qwen3MoeForCausalLM(config)
+    if variant["router_init_std"] is not None:  # None: the config's initializer_range (0.02)
+        gen = torch.Generator().manual_seed(args.seed + 1)
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.mlp.gate.weight.normal_(0.0, variant["router_init_std"], generator=gen)
     # The Switch balancing loss is applied to each layer and averaged over layers; transformers'
     # own term pools the router logits of all layers (imbalances of different layers can cancel),
     # so it is switched off here and the per-layer loss added instead.
