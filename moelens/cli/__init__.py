@@ -19,6 +19,8 @@ COMMANDS = {
     "trace": "trace",
     "export": "export",
     "families": "families",
+    "report": "report",
+    "compare": "compare",
 }
 
 

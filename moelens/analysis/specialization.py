@@ -1,0 +1,289 @@
+"""Specialization of experts by a label, with a bootstrap over documents and a significance rule.
+
+For a label (domain, language, source, a ``meta`` key, position bucket, token id) at a layer, with
+``N(e, v)`` = tokens of value ``v`` that have expert ``e`` among their top-k slots:
+
+* share ``N(e, v) / N(v)`` - OLMoE's domain specialization (Eq. 7); sums to ``k`` over experts,
+  uniform baseline ``k / E``;
+* overall share ``N(e) / N`` over every labelled token, and lift ``share / overall share``
+  (1 = no preference; uniform routing gives 1);
+* interval: percentile bootstrap (``confidence``, default 95 %) resampling **documents** with
+  replacement (``bootstrap`` replicates, one shared set of resampling weights for every layer and
+  label: per-document count matrices ``C[doc, value, expert]`` times a ``[B, docs]`` weight matrix);
+* test: ``z = log(lift') / se0`` with ``lift'`` the lift of counts plus 0.5 and ``se0`` the bootstrap
+  standard deviation of ``log(lift')`` rescaled to the count expected at lift 1,
+  ``se * sqrt(max(N(e,v), expected) / expected)`` (a count's variance grows with its mean, so the
+  spread seen around a high count understates it under the null); one-sided p-value;
+  Benjamini-Hochberg q-values over every tested (layer, value, expert) of the label;
+* significant (reported as specialization) when ``q <= alpha`` (0.05) and ``ci_low > 1`` and
+  ``lift >= min_lift`` (1.25) and ``N(e, v) >= min_count``; a value is tested only with at least
+  ``min_tokens`` tokens in ``min_docs`` documents (with fewer documents the bootstrap cannot
+  see between-document variation).
+
+Normalized mutual information between expert and label per layer:
+``NMI = I(E; V) / ((H(E) + H(V)) / 2)`` over top-k assignments; baselines: the plug-in bias under
+independence, ``(V-1)(E-k) / (2 A)`` nats for ``A`` assignments, normalised the same way, and,
+for document labels, the NMI after shuffling the label across documents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from moelens.analysis._common import bh_qvalues, entropy, layer_views, normal_sf
+from moelens.analysis.labels import Label, resolve_label
+from moelens.analysis.options import SpecializationOptions
+from moelens.analysis.routing import doc_index
+
+__all__ = ["specialization_tests", "label_nmi", "analyse_labels", "LabelAnalysis", "SpecializationRun",
+           "resample_weights"]
+
+
+@dataclass(frozen=True)
+class LabelAnalysis:
+    label: str
+    kind: str
+    tests: Any  # polars frame, one row per (layer, value, expert) of the tested values
+    nmi: Any  # polars frame, one row per layer
+
+
+def resample_weights(units: int, replicates: int, seed: int) -> np.ndarray:
+    """``[B, U]`` float32: how often each unit appears in each bootstrap resample (rows sum to U)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, units, size=(replicates, units))
+    flat = (np.arange(replicates)[:, None] * units + draws).ravel()
+    return np.bincount(flat, minlength=replicates * units).reshape(replicates, units).astype(np.float32)
+
+
+def _quantiles(samples: np.ndarray, qs: tuple[float, float]) -> list[np.ndarray]:
+    """Linear-interpolated quantiles along axis 0 ignoring NaN (fast: one sort)."""
+    s = np.sort(samples, axis=0)
+    n_ok = (~np.isnan(samples)).sum(axis=0)
+    out = []
+    for q in qs:
+        pos = q * np.maximum(n_ok - 1, 0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(n_ok - 1, 0))
+        a = np.take_along_axis(s, lo[None], axis=0)[0]
+        b = np.take_along_axis(s, hi[None], axis=0)[0]
+        out.append(np.where(n_ok > 0, a + (pos - lo) * (b - a), np.nan))
+    return out
+
+
+@dataclass
+class _Prepared:
+    label: Label
+    V: int  # tested values (codes 0..V-1); code V pools the rest
+    doc_codes: np.ndarray | None  # [U] value per unit (document path), else None
+    cell: np.ndarray | None  # [T] unit * (V+1) + code, sentinel U * (V+1) (token path), else None
+    parts: list = field(default_factory=list)
+    nmis: list = field(default_factory=list)
+    groups: Any = None  # document path: (units sorted by value, value boundaries, W with columns in that order)
+
+
+class SpecializationRun:
+    """Accumulates the specialization tests of several labels one layer at a time (see module docstring).
+
+    Per layer, one ``bincount`` over the layer's routes gives ``C[unit, value, expert]`` for a
+    token label (position); document labels reuse the per-document counts (the sum over values of
+    a token label that covers every token, or one more ``bincount``); one matrix product with the
+    shared ``[B, units]`` resampling weights gives every bootstrap replicate.
+    """
+
+    def __init__(self, routing: Any, labels: Iterable[str | Label], options: SpecializationOptions) -> None:
+        self.routing, self.options = routing, options
+        self.E = routing.num_experts
+        di = doc_index(routing)
+        D = routing.documents.height
+        self.units_are_docs = D <= options.max_units
+        self.U = D if self.units_are_docs else options.max_units
+        unit_of_doc = np.arange(D) if self.units_are_docs else (np.arange(D) * self.U // max(D, 1))
+        self.unit = unit_of_doc[di].astype(np.int64)
+        self.W = resample_weights(self.U, options.bootstrap, options.seed)
+        self.perm = np.random.default_rng(options.seed + 1).permutation(self.U)
+        self.labels: list[_Prepared] = []
+        for lab in labels:
+            lab = lab if isinstance(lab, Label) else resolve_label(routing, lab)
+            V = min(len(lab.values), options.max_values)
+            codes = np.where(lab.codes >= V, V, lab.codes).astype(np.int64)
+            if lab.kind == "document" and self.units_are_docs:
+                prep = _Prepared(lab, V, codes, None)
+                order = np.argsort(np.where(codes >= 0, codes, V + 1), kind="stable")
+                prep.groups = (order, np.r_[np.searchsorted(np.where(codes >= 0, codes, V + 1)[order], np.arange(V + 1)),
+                                            int((codes >= 0).sum())], np.ascontiguousarray(self.W[:, order]))
+                self.labels.append(prep)
+                continue
+            tok = codes if lab.kind == "token" else codes[di]
+            cell = np.where(tok >= 0, self.unit * (V + 1) + tok, self.U * (V + 1))
+            self.labels.append(_Prepared(lab, V, None, cell))
+        # a token label covering every token also yields the per-document counts: do it first
+        self.order = sorted(range(len(self.labels)), key=lambda j: not (
+            self.labels[j].cell is not None and bool((self.labels[j].cell < self.U * (self.labels[j].V + 1)).all())))
+        self._token_n: dict[int, np.ndarray] = {}
+
+    def _cell_counts(self, view: Any, cell: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
+        """``C[cells, E]`` routes and ``n[cells]`` recorded tokens per cell (sentinel cell ``cells`` dropped)."""
+        E = self.E
+        base = view.ws.get("cellE", (view.T,), np.int64)
+        np.multiply(cell, E, out=base)
+        key = view.keys(base, cells * E)
+        C = np.bincount(key.reshape(-1), minlength=(cells + 1) * E)[:cells * E].reshape(cells, E)
+        if view.dropped:
+            n = np.bincount(cell[view.recorded], minlength=cells + 1)[:cells]
+        else:
+            n = self._token_n.get(id(cell))
+            if n is None:
+                n = self._token_n[id(cell)] = np.bincount(cell, minlength=cells + 1)[:cells]
+        return C, n
+
+    def add_layer(self, view: Any) -> None:
+        U, E, B = self.U, self.E, self.options.bootstrap
+        doc_C = doc_n = None
+        for j in self.order:
+            prep = self.labels[j]
+            V1 = prep.V + 1
+            permuted = float("nan")
+            if prep.cell is not None:
+                C, n = self._cell_counts(view, prep.cell, U * V1)
+                C, n = C.reshape(U, V1, E), n.reshape(U, V1)
+                N, Nv = C.sum(0).astype(np.float64), n.sum(0).astype(np.float64)
+                R = (self.W @ C.reshape(U, -1).astype(np.float32)).reshape(B, V1, E)
+                Rn = self.W @ n.astype(np.float32)
+                docs_v = (n > 0).sum(0)
+                if doc_C is None and prep.label.kind == "token" and j == self.order[0]:
+                    doc_C, doc_n = C.sum(1), n.sum(1)
+            else:
+                if doc_C is None:
+                    doc_C, doc_n = self._cell_counts(view, self.unit, U)
+                codes = prep.doc_codes
+                M = np.zeros((V1, U), np.float32)
+                has = codes >= 0
+                M[codes[has], np.flatnonzero(has)] = 1.0
+                Cf, nf = doc_C.astype(np.float32), doc_n.astype(np.float32)
+                N, Nv = (M @ Cf).astype(np.float64), (M @ nf).astype(np.float64)
+                # replicate r, value v: sum over v's documents of W[r, doc] * C[doc]
+                order, bounds, W_sorted = prep.groups
+                C_sorted, n_sorted = Cf[order], nf[order]
+                R = np.empty((B, V1, E), np.float32)
+                Rn = np.empty((B, V1), np.float32)
+                for v in range(V1):
+                    a, b = bounds[v], bounds[v + 1]
+                    R[:, v] = W_sorted[:, a:b] @ C_sorted[a:b]
+                    Rn[:, v] = W_sorted[:, a:b] @ n_sorted[a:b]
+                docs_v = M @ (doc_n > 0).astype(np.float32)
+                permuted = _nmi(M[:, self.perm] @ Cf)
+            self._record(prep, view, N, Nv, R.astype(np.float64), Rn.astype(np.float64), docs_v, permuted)
+
+    def _record(self, prep: _Prepared, view: Any, N, Nv, R, Rn, docs_v, permuted: float) -> None:
+        options, E, V = self.options, self.E, prep.V
+        share, overall, lift, lo, hi, se, p = _stats(N, Nv, R, Rn, options)
+        testable = ((Nv >= options.min_tokens) & (docs_v >= options.min_docs))[:V, None] & (overall > 0)[None, :]
+        testable &= np.isfinite(p[:V])
+        k_eff = view.k_eff
+        prep.parts.append({
+            "layer": np.full(V * E, view.layer, np.int32), "value_code": np.repeat(np.arange(V), E).astype(np.int32),
+            "expert": np.tile(np.arange(E, dtype=np.int32), V),
+            "count": N[:V].ravel().astype(np.int64), "tokens": np.repeat(Nv[:V], E).astype(np.int64),
+            "docs": np.repeat(docs_v[:V], E).astype(np.int64),
+            "share": share[:V].ravel(), "overall_share": np.tile(overall, V), "baseline_share": np.full(V * E, k_eff / E),
+            "lift": lift[:V].ravel(), "ci_low": lo[:V].ravel(), "ci_high": hi[:V].ravel(),
+            "se_log_lift": se[:V].ravel(), "p_value": np.where(testable, p[:V], np.nan).ravel(),
+            "tested": testable.ravel()})
+        A = float(N.sum())
+        Vn = int((N.sum(1) > 0).sum())
+        hv, he = float(entropy(N.sum(1))), float(entropy(N.sum(0)))
+        bias = (Vn - 1) * max(E - k_eff, 0.0) / (2 * A) if A > 0 else float("nan")
+        prep.nmis.append({"layer": view.layer, "nmi": _nmi(N), "nmi_baseline": bias / ((hv + he) / 2) if hv + he > 0 else 0.0,
+                          "nmi_permuted": permuted, "values": Vn, "assignments": int(A)})
+
+    def finish(self) -> list[LabelAnalysis]:
+        import polars as pl
+
+        out = []
+        for prep in self.labels:
+            lab, V = prep.label, prep.V
+            frame = pl.concat([pl.DataFrame(p) for p in prep.parts]) if prep.parts else _empty_tests()
+            q = bh_qvalues(frame["p_value"].to_numpy()) if frame.height else np.zeros(0)
+            names = np.array(lab.values[:V] if V else ["-"], dtype=object)
+            o = self.options
+            frame = frame.with_columns(pl.Series("q_value", q)).with_columns(
+                significant=(pl.col("tested") & (pl.col("q_value") <= o.alpha) & (pl.col("ci_low") > 1.0)
+                             & (pl.col("lift") >= o.min_lift) & (pl.col("count") >= o.min_count)).fill_null(False),
+                value=pl.Series(names[frame["value_code"].to_numpy()] if frame.height else [], dtype=pl.String))
+            frame = frame.select("layer", "value", "expert",
+                                 *[c for c in frame.columns if c not in ("layer", "value", "expert", "value_code")])
+            frame = frame.with_columns(pl.lit(lab.name).alias("label")).select("label", *frame.columns)
+            nmi = pl.DataFrame(prep.nmis) if prep.nmis else pl.DataFrame({"layer": [], "nmi": []})
+            out.append(LabelAnalysis(lab.name, lab.kind, frame, nmi.with_columns(pl.lit(lab.name).alias("label"))))
+        return out
+
+
+def _stats(N: np.ndarray, Nv: np.ndarray, R: np.ndarray, Rn: np.ndarray, options: SpecializationOptions):
+    """Point estimates, percentile interval and z-test p-values for ``N[V1, E]`` and replicates ``R[B, V1, E]``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        Ne, Ntot = N.sum(0), Nv.sum()
+        share = N / Nv[:, None]
+        overall = Ne / Ntot
+        lift = share / overall[None, :]
+        Re, Rtot = R.sum(1), Rn.sum(1)
+        lift_b = (R / Rn[:, :, None]) / (Re / Rtot[:, None])[:, None, :]
+        tail = (1 - options.confidence) / 2
+        ci_low, ci_high = _quantiles(lift_b, (tail, 1 - tail))
+        ll = np.log((N + 0.5) / (Nv[:, None] + 0.5)) - np.log((Ne + 0.5) / (Ntot + 0.5))[None, :]
+        ll_b = np.log((R + 0.5) / (Rn[:, :, None] + 0.5)) - np.log((Re + 0.5) / (Rtot[:, None] + 0.5))[:, None, :]
+        se = np.std(ll_b, axis=0, ddof=1)
+        # The bootstrap measures the spread around the observed count; a count's variance grows with
+        # its mean, so under "lift = 1" it is smaller than observed when lift > 1: rescale to the null
+        # expectation (Poisson-like scaling, keeping the overdispersion the bootstrap saw).
+        # Without this, small counts that happen to be high get too small an se (anti-conservative).
+        expected = Nv[:, None] * overall[None, :]
+        se_null = se * np.sqrt(np.maximum(N + 0.5, expected + 0.5) / (expected + 0.5))
+        z = np.where(se_null > 0, ll / se_null, np.nan)
+    return share, overall, lift, ci_low, ci_high, se, normal_sf(z)
+
+
+def _nmi(N: np.ndarray) -> float:
+    total = N.sum()
+    if total <= 0:
+        return float("nan")
+    hv, he, hj = float(entropy(N.sum(1))), float(entropy(N.sum(0))), float(entropy(N.ravel()))
+    mi = max(hv + he - hj, 0.0)
+    return mi / ((hv + he) / 2) if hv + he > 0 else 0.0
+
+
+def analyse_labels(routing: Any, labels: Iterable[str | Label], *, layers: Iterable[int] | None = None,
+                   options: SpecializationOptions = SpecializationOptions()) -> list[LabelAnalysis]:
+    """Specialization tests and NMI for several labels, sharing the per-layer count work."""
+    run = SpecializationRun(routing, labels, options)
+    for view in layer_views(routing, layers):
+        run.add_layer(view)
+    return run.finish()
+
+
+def _empty_tests():
+    import polars as pl
+
+    return pl.DataFrame({"layer": [], "value_code": [], "expert": [], "count": [], "tokens": [], "docs": [],
+                         "share": [], "overall_share": [], "baseline_share": [], "lift": [], "ci_low": [], "ci_high": [],
+                         "se_log_lift": [], "p_value": [], "tested": []},
+                        schema={"layer": pl.Int32, "value_code": pl.Int32, "expert": pl.Int32, "count": pl.Int64,
+                                "tokens": pl.Int64, "docs": pl.Int64, "share": pl.Float64, "overall_share": pl.Float64,
+                                "baseline_share": pl.Float64, "lift": pl.Float64, "ci_low": pl.Float64,
+                                "ci_high": pl.Float64, "se_log_lift": pl.Float64, "p_value": pl.Float64,
+                                "tested": pl.Boolean})
+
+
+def specialization_tests(routing: Any, label: str | Label, *, layers: Iterable[int] | None = None,
+                   options: SpecializationOptions = SpecializationOptions()):
+    """One row per (layer, value, expert): share, lift, bootstrap interval, q-value, ``significant``."""
+    return analyse_labels(routing, [label], layers=layers, options=options)[0].tests
+
+
+def label_nmi(routing: Any, label: str | Label, *, layers: Iterable[int] | None = None,
+              options: SpecializationOptions = SpecializationOptions()):
+    """One row per layer: NMI between expert and label, with its independence and permutation baselines."""
+    return analyse_labels(routing, [label], layers=layers, options=options)[0].nmi
+

@@ -1,0 +1,183 @@
+"""Temporal locality: do consecutive tokens of a document go to the same experts?
+
+Mixtral (§5, Table 5) measures, over pairs of consecutive tokens ``(i, i+1)`` of a document:
+
+* ``first_choice``: the top-1 expert of ``i`` equals the top-1 expert of ``i+1``;
+  uniform baseline ``1/E`` (12.5 % for E = 8);
+* ``first_or_second``: the top-2 sets of ``i`` and ``i+1`` share an expert. For independent
+  uniform top-2 sets ``A`` and ``B`` of ``E`` experts, ``P(A and B disjoint) = C(E-2, 2) / C(E, 2)``
+  (choose ``B`` among the ``E-2`` experts outside ``A``), so the baseline is
+  ``1 - C(E-2, 2) / C(E, 2) = 1 - (E-2)(E-3) / (E(E-1))`` = 1 - 30/56 = 46.4 % for E = 8
+  (Mixtral's ``1 - (6/8)(5/7)``);
+* generalised here to the whole top-k set: ``any_overlap`` (baseline ``1 - C(E-k, k)/C(E, k)``)
+  and ``topk_overlap`` = mean ``|A ∩ B| / k`` (baseline ``k/E``).
+
+``shuffled_*`` recomputes each rate after shuffling the token order within every document: same
+documents, same load, no order - the right null when documents differ in their experts
+(domain specialization raises repeat rates without any temporal effect).
+
+Reuse distance (top-1): for each token whose top-1 expert was already the top-1 expert of an
+earlier token of its document, the gap in positions to the latest such token. Under uniform
+independent routing gaps are geometric with mean ``E``; documents truncate long gaps, so
+compare with ``shuffled_*`` as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from moelens.analysis._common import _popcount, comb, layer_views, same_doc_next
+from moelens.analysis.labels import resolve_label
+from moelens.analysis.routing import doc_index
+
+__all__ = ["repeat_rates", "reuse_distance", "first_or_second_baseline", "any_overlap_baseline",
+           "within_document_shuffle", "Temporal"]
+
+
+def first_or_second_baseline(num_experts: int) -> float:
+    """``1 - C(E-2, 2) / C(E, 2)``: chance that two independent uniform top-2 sets share an expert."""
+    return any_overlap_baseline(num_experts, 2)
+
+
+def any_overlap_baseline(num_experts: int, k: int) -> float:
+    """``1 - C(E-k, k) / C(E, k)``: chance that two independent uniform top-k sets intersect."""
+    total = comb(num_experts, k)
+    return 1.0 - comb(num_experts - k, k) / total if total else float("nan")
+
+
+def within_document_shuffle(routing: Any, seed: int = 0) -> np.ndarray:
+    """A permutation of the tokens that keeps each token in its document and randomises the order."""
+    rng = np.random.default_rng(seed)
+    return np.lexsort((rng.random(routing.num_tokens), doc_index(routing)))
+
+
+class Temporal:
+    """Per-layer repeat rates and reuse gaps; the pair mask and the shuffle are built once per run."""
+
+    def __init__(self, routing: Any, by: str | None = None, seed: int = 0) -> None:
+        self.routing, self.by = routing, by
+        self.E = routing.num_experts
+        self.di = doc_index(routing)
+        self.pos = routing.pos
+        self.pair = same_doc_next(self.di, routing.pos)  # [T-1]: (t, t+1) are consecutive in one document
+        self.perm = within_document_shuffle(routing, seed)
+        if by is None:
+            self.groups, self.names = np.where(self.pair, 0, -1), ("all",)
+        else:
+            label = resolve_label(routing, by)
+            codes = label.codes[self.di] if label.kind == "document" else label.codes
+            self.groups, self.names = np.where(self.pair, codes[:-1], -1).astype(np.int64), label.values
+        self.pairs = np.bincount(self.groups[self.groups >= 0], minlength=len(self.names))
+
+    def _sums(self, hits: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Mean of ``hits`` over valid pairs, per group."""
+        G = len(self.names)
+        ok = valid & (self.groups >= 0)
+        if G == 1:
+            n = int(ok.sum())
+            return np.array([(hits & ok).sum() / n if n else np.nan]) if hits.dtype == bool else \
+                np.array([hits[ok].sum() / n if n else np.nan])
+        g = self.groups[ok]
+        total = np.bincount(g, weights=hits[ok].astype(np.float64), minlength=G)
+        n = np.bincount(g, minlength=G)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / n
+
+    def _rates(self, view: Any, top1: np.ndarray, top2: np.ndarray | None, masks: np.ndarray) -> dict[str, np.ndarray]:
+        """Rates per group over pairs (t, t+1); slots that are not routed experts do not count."""
+        a0, b0 = top1[:-1], top1[1:]
+        ok1 = (a0 >= 0) & (b0 >= 0) if view.dropped else np.ones(len(a0), bool)
+        out = {"first_choice": self._sums(a0 == b0, ok1)}
+        if top2 is not None:
+            a1, b1 = top2[:-1], top2[1:]
+            hit = (a0 == b0) | (a0 == b1) | (a1 == b0) | (a1 == b1)
+            ok2 = ok1 & (a1 >= 0) & (b1 >= 0) if view.dropped else ok1
+            out["first_or_second"] = self._sums(hit, ok2)
+        else:
+            out["first_or_second"] = np.full(len(self.names), np.nan)
+        both = view.ws.get("pair_and", masks[:, 1:].shape, np.uint64)
+        np.bitwise_and(masks[:, :-1], masks[:, 1:], out=both)
+        inter = _popcount(both[0]).astype(np.int64)
+        for w in range(1, len(both)):
+            inter += _popcount(both[w])
+        okk = (masks[:, :-1] != 0).any(0) & (masks[:, 1:] != 0).any(0) if view.dropped else ok1
+        out["any_overlap"] = self._sums(inter > 0, okk)
+        out["topk_overlap"] = self._sums(inter / view.k, okk)
+        return out
+
+    def rate_rows(self, view: Any) -> list[dict[str, Any]]:
+        E, k = self.E, view.k
+        top2 = view.slots[1] if k >= 2 else None
+        stats = self._rates(view, view.top1, top2, view.masks)
+        p = self.perm
+        shuffled_masks = view.ws.get("shuffled_masks", view.masks.shape, np.uint64)
+        np.take(view.masks, p, axis=1, out=shuffled_masks)
+        shuffled = self._rates(view, view.top1[p], top2[p] if top2 is not None else None, shuffled_masks)
+        rows = []
+        for g in range(len(self.names)):
+            if self.pairs[g] == 0:
+                continue
+            row: dict[str, Any] = {"layer": view.layer}
+            if self.by is not None:
+                row[self.by] = self.names[g]
+            row["pairs"] = int(self.pairs[g])
+            for name in _RATES:
+                row[name] = float(stats[name][g])
+            row.update(baseline_first_choice=1.0 / E,
+                       baseline_first_or_second=first_or_second_baseline(E) if k >= 2 else float("nan"),
+                       baseline_any_overlap=any_overlap_baseline(E, k), baseline_topk_overlap=k / E)
+            for name in _RATES:
+                row[f"shuffled_{name}"] = float(shuffled[name][g])
+            rows.append(row)
+        return rows
+
+    def reuse_row(self, view: Any) -> dict[str, Any]:
+        top1 = view.top1
+        gaps, n = _gaps(top1, self.di, self.pos)
+        sg, sn = _gaps(top1[self.perm], self.di, self.pos)
+        row: dict[str, Any] = {"layer": view.layer, "tokens": n, **_gap_row(gaps, n, "")}
+        row["p90"] = float(np.percentile(gaps, 90)) if len(gaps) else float("nan")
+        for d in (1, 4, 16):
+            row[f"within_{d}"] = float((gaps <= d).sum() / n) if n else float("nan")
+        row["baseline_mean"] = float(self.E)
+        row.update(_gap_row(sg, sn, "shuffled_"))
+        row["shuffled_within_1"] = float((sg <= 1).sum() / sn) if sn else float("nan")
+        return row
+
+
+_RATES = ("first_choice", "first_or_second", "any_overlap", "topk_overlap")
+
+
+def repeat_rates(routing: Any, layers: Iterable[int] | None = None, by: str | None = None, seed: int = 0):
+    """One row per layer (per label value with ``by``): Mixtral Table 5 rates, uniform and shuffled baselines."""
+    import polars as pl
+
+    temporal = Temporal(routing, by, seed)
+    rows = [row for view in layer_views(routing, layers) for row in temporal.rate_rows(view)]
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _gaps(e0: np.ndarray, di: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, int]:
+    """Gaps between consecutive top-1 uses of an expert within documents; and the tokens considered."""
+    order = np.argsort(e0, kind="stable")  # tokens are in (document, position) order: stays so per expert
+    es, ds, ps = e0[order], di[order], pos[order]
+    same = (es[1:] == es[:-1]) & (ds[1:] == ds[:-1]) & (es[1:] >= 0)
+    return (ps[1:][same] - ps[:-1][same]).astype(np.int64), int((e0 >= 0).sum())
+
+
+def _gap_row(gaps: np.ndarray, n: int, prefix: str) -> dict[str, float]:
+    if not len(gaps):
+        return {f"{prefix}reused": 0.0, f"{prefix}mean": float("nan"), f"{prefix}median": float("nan")}
+    return {f"{prefix}reused": len(gaps) / n if n else float("nan"), f"{prefix}mean": float(gaps.mean()),
+            f"{prefix}median": float(np.median(gaps))}
+
+
+def reuse_distance(routing: Any, layers: Iterable[int] | None = None, seed: int = 0):
+    """One row per layer: top-1 reuse gaps (fraction reused, mean, median, p90, within 1/4/16), baselines."""
+    import polars as pl
+
+    temporal = Temporal(routing, None, seed)
+    rows = [temporal.reuse_row(view) for view in layer_views(routing, layers)]
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
