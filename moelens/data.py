@@ -203,14 +203,14 @@ def load_documents(source: str, *, text_column: str = "text", split: str = "trai
         table = _load_hub(source, split)
         name = source.rsplit("/", 1)[-1]
 
+    if table.num_rows == 0:
+        raise EmptyDatasetError(f"{source} holds no documents.")
     columns = table.column_names
     ids_column = "input_ids" if "input_ids" in columns else None
     if ids_column is None and text_column not in columns:
         raise ColumnNotFoundError(
             f"the data has no column {text_column!r} (columns: {', '.join(columns) or 'none'});"
             " choose one with --text-column, or provide an input_ids column.")
-    if table.num_rows == 0:
-        raise EmptyDatasetError(f"{source} holds no documents.")
     if ids_column is None:
         import pyarrow as pa
 

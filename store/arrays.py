@@ -19,7 +19,7 @@ from moelens.store import schema
 from moelens.store.db import Store, fetch_arrow
 from moelens.store.packing import unpack_experts, unpack_weights
 
-__all__ = ["RunRouting", "load_routing", "load_logits", "regular_pages"]
+__all__ = ["RunRouting", "load_routing", "load_logits", "save_routing", "regular_pages"]
 
 
 @contextlib.contextmanager
@@ -138,7 +138,11 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
     wanted = None if layers is None else {int(x) for x in layers}
     sites = [s for s in sites if wanted is None or s[1] in wanted]
     layer_list = np.array(sorted({s[1] for s in sites}), dtype=np.int64)
-    doc_filter = "" if max_docs is None else f" AND doc_id < (SELECT min(doc_id) FROM documents WHERE run_id = $run) + {int(max_docs)}"
+    doc_filter = ""
+    if max_docs is not None:  # the first max_docs documents by doc_id, as a range the scans can prune on
+        last = con.execute("SELECT doc_id FROM documents WHERE run_id = ? ORDER BY doc_id LIMIT 1 OFFSET ?",
+                           [info.run_id, max(int(max_docs), 1) - 1]).fetchall()
+        doc_filter = f" AND doc_id <= {int(last[0][0])}" if last else ""
     documents = pl.from_arrow(fetch_arrow(
         con, "SELECT doc_id, domain, language, n_tokens, source, meta FROM documents WHERE run_id = $run"
         f"{doc_filter} ORDER BY doc_id", {"run": info.run_id}))
@@ -157,7 +161,7 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
         index = _token_index(docs_sorted, counts)
         cols = "doc_id, pos, experts" + (", weights" if weights else "")
         table = schema.route_table(info.run_key)
-        params = {"run": info.run_id} if doc_filter else None
+        params = None
         queries = [(int(np.searchsorted(layer_list, layer)),
                     f"SELECT {cols} FROM {table} WHERE site = {int(site)}{doc_filter}") for site, layer, _ in sites]
         # DuckDB reads the next layer (in a thread, on its own cursor) while numpy places this one
@@ -219,6 +223,60 @@ def load_logits(db: str | os.PathLike | Store, routing: RunRouting, layer: int) 
                 keep = tok >= 0
                 _place(out, tok[keep], values[keep])
         return out
+    finally:
+        if not isinstance(db, Store):
+            store.close()
+
+
+def save_routing(routing: RunRouting, db: str | os.PathLike | Store, *, run_id: str | None = None,
+                 model: str = "arrays", dataset: str = "arrays", docs_per_batch: int = 256) -> str:
+    """Write a :class:`RunRouting` as a new complete run (the inverse of :func:`load_routing`).
+
+    For routing that was not traced by moelens (tests, benchmarks, serving engines' routed-experts
+    arrays). Documents are written with their labels and ``meta``; weights default to 0.
+    Returns the run id.
+    """
+    import json
+
+    from moelens.store.writer import TraceWriter, WriteBatch
+
+    store = db if isinstance(db, Store) else Store(db)
+    try:
+        run_id = run_id or routing.run_id
+        L, T, k = routing.experts.shape
+        meta = dict((routing.config or {}).get("routing", {}))
+        layers = [int(x) for x in routing.layers]
+        sites = [{"site": i, "path": f"layers.{layer}.router", "layer": layer, "tag": "mlp", "primary": True,
+                  "num_experts": int(routing.num_experts), "top_k": int(k)} for i, layer in enumerate(layers)]
+        plan_meta = {"family": meta.get("family", "arrays"), "convention": meta.get("convention", "A"),
+                     "scoring": meta.get("scoring", "softmax"), "logits_kind": meta.get("logits_kind", "logits"),
+                     "num_layers": max(layers, default=-1) + 1, "moe_layers": layers, "dense_layers": [],
+                     "num_experts": int(routing.num_experts), "top_k": int(k), "num_shared_experts": 0, "sites": sites}
+        run = store.create_run(run_id=run_id, model=model, dataset=dataset, dtype="float32", revision=None,
+                               plan_meta=plan_meta, config={}, logits_width=None)
+        docs = routing.documents
+        doc_ids = docs["doc_id"].to_numpy().astype(np.int64)
+        starts = np.searchsorted(routing.doc_id, doc_ids, side="left")
+        ends = np.searchsorted(routing.doc_id, doc_ids, side="right")
+        weights = routing.weights if routing.weights is not None else np.zeros(routing.experts.shape, np.float32)
+        writer = TraceWriter(store, run, table_k=k)
+        rows = docs.to_dicts()
+        for lo in range(0, len(rows), docs_per_batch):
+            hi = min(len(rows), lo + docs_per_batch)
+            a, b = int(starts[lo]), int(ends[hi - 1])
+            n = b - a
+            batch_docs = [{**r, "n_tokens": int(ends[i] - starts[i]),
+                           "meta": json.loads(r["meta"]) if isinstance(r.get("meta"), str) else (r.get("meta") or {})}
+                          for i, r in zip(range(lo, hi), rows[lo:hi])]
+            writer.submit(WriteBatch(
+                documents=batch_docs, token_doc=routing.doc_id[a:b], token_pos=routing.pos[a:b],
+                token_id=routing.token_id[a:b], token_text=None if routing.tokens is None else routing.tokens[a:b],
+                route_doc=np.tile(routing.doc_id[a:b], L).astype(np.int32), route_pos=np.tile(routing.pos[a:b], L),
+                route_site=np.repeat(np.arange(L, dtype=np.int16), n),
+                experts=routing.experts[:, a:b].reshape(L * n, k), weights=weights[:, a:b].reshape(L * n, k)))
+        writer.close()
+        store.set_status(run_id, "complete")
+        return run_id
     finally:
         if not isinstance(db, Store):
             store.close()

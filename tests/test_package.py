@@ -1,0 +1,106 @@
+"""Packaging and architecture rules: light import, public API, install layout, layering."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# package -> the moelens packages its modules may import (data flows one way:
+# model -> hooks -> kernels -> store -> analysis -> presentation)
+BASE = {"moelens.errors", "moelens._version"}
+ALLOWED = {
+    "models": BASE | {"moelens.models", "moelens.embedded"},
+    "hooks": BASE | {"moelens.models", "moelens.hooks"},
+    "kernels": BASE | {"moelens.hooks", "moelens.kernels"},
+    "store": BASE | {"moelens.store"},
+    "analysis": BASE | {"moelens.store", "moelens.analysis"},
+    "viz": BASE | {"moelens.store", "moelens.analysis", "moelens.viz", "moelens.web"},
+}
+NO_TORCH = {"store", "analysis", "viz"}
+SOURCES = {"models": ROOT / "moelens/models", "hooks": ROOT / "hooks", "kernels": ROOT / "kernels",
+           "store": ROOT / "store", "analysis": ROOT / "moelens/analysis", "viz": ROOT / "moelens/viz"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _package_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "moelens":
+        return None
+    return ".".join(parts[:2]) if len(parts) > 1 else "moelens"
+
+
+@pytest.mark.parametrize("layer", sorted(SOURCES))
+def test_layers_import_only_lower_layers(layer):
+    violations = []
+    for path in sorted(SOURCES[layer].rglob("*.py")):
+        for module in _imports(path):
+            if module.split(".")[0] in ("hooks", "kernels", "store"):
+                violations.append(f"{path.relative_to(ROOT)}: bare import {module}")
+            pkg = _package_of(module)
+            if pkg is not None and pkg not in ALLOWED[layer] and pkg != "moelens":
+                violations.append(f"{path.relative_to(ROOT)} imports {module}")
+            if layer in NO_TORCH and module.split(".")[0] in ("torch", "transformers", "triton"):
+                violations.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not violations, "\n".join(violations)
+
+
+def test_no_bare_imports_of_hooks_kernels_store_anywhere():
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        if ".venv" in path.parts or "node_modules" in path.parts:
+            continue
+        for module in _imports(path):
+            if module.split(".")[0] in ("hooks", "kernels", "store"):
+                offenders.append(f"{path.relative_to(ROOT)}: {module}")
+    assert not offenders, offenders
+
+
+def _run(code: str, cwd: Path) -> str:
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def test_import_moelens_is_light(tmp_path):
+    out = _run("import sys, moelens; heavy = [m for m in ('torch', 'transformers', 'duckdb', 'triton', "
+               "'polars', 'pyarrow', 'nnsight') if m in sys.modules]; print(heavy)", tmp_path)
+    assert out == "[]"
+
+
+def test_public_api():
+    import moelens
+
+    assert sorted(moelens.__all__) == sorted(
+        ["__version__", "capture", "trace", "open", "TraceConfig", "load_model", "supported_families", "errors"])
+    for name in moelens.__all__:
+        assert getattr(moelens, name) is not None
+    assert len(moelens.supported_families()) == 72
+
+
+def test_installed_layout_has_no_top_level_hooks_kernels_store(tmp_path):
+    # from a directory outside the checkout, only the moelens.* names resolve to this project
+    out = _run(
+        "import importlib.util as u, json; print(json.dumps({n: (u.find_spec(n).origin if u.find_spec(n) else None)"
+        " for n in ('hooks', 'kernels', 'store', 'moelens.hooks', 'moelens.kernels', 'moelens.store')}))", tmp_path)
+    import json
+
+    specs = json.loads(out)
+    for name in ("hooks", "kernels", "store"):
+        assert specs[name] is None or str(ROOT) not in specs[name], specs
+    for name in ("moelens.hooks", "moelens.kernels", "moelens.store"):
+        assert specs[name] and specs[name].startswith(str(ROOT / name.split(".")[1])), specs
