@@ -11,6 +11,7 @@ transactions. Re-running the same command resumes after the last committed docum
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -156,8 +157,11 @@ class _Tracer:
 
     def _load_model(self):
         from moelens.models.discover import plan_model
-        from moelens.models.loading import load_model
+        from moelens.models.loading import load_model, load_remote_model
 
+        if self.cfg.remote:
+            loaded = load_remote_model(self.cfg.model, revision=self.cfg.revision)
+            return loaded, plan_model(loaded.model)
         loaded = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype,
                             revision=self.cfg.revision, tokenizer=self.cfg.tokenizer)
         plan = plan_model(loaded.model)
@@ -213,17 +217,28 @@ class _Tracer:
             "SELECT coalesce(sum(n_tokens), 0) FROM documents WHERE run_id = ?", [run.run_id]).fetchone()[0])
         total = len(docs) if cfg.max_docs is None else min(cfg.max_docs, len(docs))
         collector = BatchCollector(plan, logits=cfg.logits)
+        layers = sorted({s.layer for s in plan.sites if s.site in kept})
+        if cfg.backend == "nnsight":
+            from moelens.hooks.nnsight_backend import NNsightRunner
+
+            runner = NNsightRunner(getattr(loaded, "wrapper", None) or model, plan, collector, logits=cfg.logits,
+                                   layers=layers, remote=cfg.remote)
+            extra = _forward_kwargs(model)
+
+            def forward(ids, mask):
+                runner(input_ids=ids, attention_mask=mask, **extra)
+            hooks: Any = contextlib.nullcontext()
+        else:
+            forward = _forward_fn(model, plan)
+            hooks = attach(model, plan, collector, logits=cfg.logits, verify=cfg.verify, layers=layers)
         writer = TraceWriter(store, run, table_k=table_k)
-        forward = _forward_fn(model, plan)
         pad_id = _pad_id(tokenizer)
         started = time.perf_counter()
         progress = TraceProgress(total=total, done=len(done), enabled=cfg.progress, label=self.summary.run_id)
         status = "failed"
         pending: dict[int, _Pending] = {}
         try:
-            layers = sorted({s.layer for s in plan.sites if s.site in kept})
-            with progress, attach(model, plan, collector, logits=cfg.logits, verify=cfg.verify, layers=layers), \
-                    torch.inference_mode():
+            with progress, hooks, torch.inference_mode():
                 for batch in self._batches(docs, tokenizer, done, total, pending, writer, progress):
                     input_ids, mask = _pad(batch, pad_id, loaded.device)
                     forward(input_ids, mask)
@@ -433,13 +448,18 @@ def _pad(batch: list[_Window], pad_id: int, device: str):
 
 def _forward_fn(model: Any, plan: Any):
     """The cheapest forward that still runs every router the documents pass through."""
-    import inspect
-
     if any(s.tag == "encoder" for s in plan.sites) and hasattr(model, "get_encoder"):
         encoder = model.get_encoder()
         return lambda ids, mask: encoder(input_ids=ids, attention_mask=mask)
+    extra = _forward_kwargs(model)
+    return lambda ids, mask: model(input_ids=ids, attention_mask=mask, **extra)
+
+
+def _forward_kwargs(model: Any) -> dict[str, Any]:
+    import inspect
+
     params = inspect.signature(model.forward).parameters
-    extra = {"use_cache": False} if "use_cache" in params else {}
+    extra: dict[str, Any] = {"use_cache": False} if "use_cache" in params else {}
     if "logits_to_keep" in params:
         extra["logits_to_keep"] = 1  # the LM head over every position is not needed for routing
-    return lambda ids, mask: model(input_ids=ids, attention_mask=mask, **extra)
+    return extra

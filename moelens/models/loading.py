@@ -16,7 +16,8 @@ from typing import Any
 
 from moelens.errors import ConfigError, ModelNotFoundError
 
-__all__ = ["resolve_model", "load_model", "load_tokenizer", "LoadedModel", "pick_device", "pick_dtype"]
+__all__ = ["resolve_model", "load_model", "load_remote_model", "load_tokenizer", "LoadedModel", "pick_device",
+           "pick_dtype"]
 
 
 @dataclass
@@ -27,6 +28,7 @@ class LoadedModel:
     location: str  # folder or hub id actually loaded
     device: str
     dtype: str
+    wrapper: Any = None  # an nnsight model when the weights live remotely (NDIF)
 
 
 def resolve_model(name: str) -> str:
@@ -116,3 +118,19 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", revision
     tok = load_tokenizer(tokenizer or location, revision=None if tokenizer else revision)
     actual = str(next(model.parameters()).dtype).replace("torch.", "")
     return LoadedModel(model, tok, name, location, device, actual)
+
+
+def load_remote_model(name: str, *, revision: str | None = None) -> LoadedModel:
+    """An ``nnsight.LanguageModel`` for a model hosted on NDIF: the module tree is built locally
+    (no weights are loaded) so routers can be planned; forwards run remotely with ``remote=True``.
+    Needs ``pip install 'moelens[nnsight]'`` and an NDIF API key (``nnsight.CONFIG``)."""
+    try:
+        from nnsight import LanguageModel
+    except ImportError:
+        raise ConfigError("remote tracing needs nnsight: pip install 'moelens[nnsight]'.") from None
+    try:
+        wrapper = LanguageModel(name, revision=revision) if revision else LanguageModel(name)
+    except (OSError, ValueError) as error:
+        raise ModelNotFoundError(f"cannot describe remote model {name!r}: {str(error).splitlines()[0][:200]}") from None
+    module = getattr(wrapper, "_module", None) or getattr(wrapper, "_model", None)
+    return LoadedModel(module, getattr(wrapper, "tokenizer", None), name, name, "cpu", "remote", wrapper)
