@@ -62,7 +62,11 @@ class Trace:
 
         from moelens.store.db import fetch_arrow
 
-        return pl.from_arrow(fetch_arrow(self.store.con, query, params))
+        cursor = self.store.con.cursor()  # its own result state: the store may hold a half-read one
+        try:
+            return pl.from_arrow(fetch_arrow(cursor, query, params))
+        finally:
+            cursor.close()
 
     def runs(self):
         """One row per run: id, model, family, experts, k, scoring, status, documents and tokens."""

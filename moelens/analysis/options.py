@@ -68,7 +68,7 @@ class SpecializationOptions:
     confidence: float = 0.95
     alpha: float = 0.01
     min_lift: float = 1.25
-    min_tokens: int = 50
+    min_tokens: int = 20
     min_docs: int = 5
     min_count: int = 5
     max_values: int = 64

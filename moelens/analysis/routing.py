@@ -20,8 +20,27 @@ __all__ = ["RunRouting", "load_run", "from_arrays", "doc_index"]
 
 
 def load_run(db: Any, run_id: str | None = None, *, layers: Iterable[int] | None = None, weights: bool = False) -> RunRouting:
-    """Load a run's routing (expert ids; gate weights only when asked) from a trace database."""
-    return load_routing(db, run_id, layers=layers, weights=weights)
+    """Load a run's routing (expert ids; gate weights only when asked) from a trace database.
+
+    Raises :class:`~moelens.errors.ConfigError` for a layer the run did not trace (listing those it did).
+    """
+    from moelens.store import Store
+
+    store = db if isinstance(db, Store) else Store(db, read_only=True)
+    try:
+        info = store.require_run(run_id)
+        if layers is not None:
+            layers = sorted({int(x) for x in layers})
+            traced = [r[0] for r in store.con.execute(
+                "SELECT DISTINCT layer FROM sites WHERE run_id = ? AND is_primary ORDER BY layer", [info.run_id]).fetchall()]
+            missing = [x for x in layers if x not in traced]
+            if missing:
+                raise ConfigError(f"layer {missing[0]} is not a traced MoE layer; traced layers: "
+                                  f"{', '.join(str(x) for x in traced)}.")
+        return load_routing(store, info.run_id, layers=layers, weights=weights)
+    finally:
+        if not isinstance(db, Store):
+            store.close()
 
 
 def from_arrays(experts: np.ndarray, *, num_experts: int | None = None, doc_id: Sequence[int] | None = None,

@@ -8,13 +8,15 @@ For a label (domain, language, source, a ``meta`` key, position bucket, token id
 * overall share ``N(e) / N`` over every labelled token, and lift ``share / overall share``
   (1 = no preference; uniform routing gives 1);
 * interval: percentile bootstrap (``confidence``, default 95 %) resampling **documents** with
-  replacement (``bootstrap`` replicates, one shared set of resampling weights for every layer and
-  label: per-document count matrices ``C[doc, value, expert]`` times a ``[B, docs]`` weight matrix);
-* test: ``z = log(lift') / se0`` with ``lift'`` the lift of counts plus 0.5 and ``se0`` the bootstrap
-  standard deviation of ``log(lift')`` rescaled to the count expected at lift 1,
-  ``se * sqrt(max(N(e,v), expected) / expected)`` (a count's variance grows with its mean, so the
-  spread seen around a high count understates it under the null); one-sided p-value;
-  Benjamini-Hochberg q-values over every tested (layer, value, expert) of the label;
+  replacement, ``bootstrap`` replicates: per-document count matrices ``C[doc, value, expert]``
+  times a ``[B, docs]`` weight matrix. Document labels are resampled within each value
+  (stratified: the documents per value are the design); position and token ids resample all
+  documents together (every document has early positions);
+* test: ``z = log(lift') / se0`` with ``lift'`` the lift of counts plus 0.5; ``se0^2`` is the
+  bootstrap variance of ``log(lift')`` with its counting part ``1/N(e, v)`` replaced by the value
+  under "lift = 1", ``1/expected`` (a high count has a smaller relative spread than the null one,
+  which made small noisy cells look significant); one-sided p-value; Benjamini-Hochberg
+  q-values over every tested (layer, value, expert) of the label;
 * significant (reported as specialization) when ``q <= alpha`` (0.05) and ``ci_low > 1`` and
   ``lift >= min_lift`` (1.25) and ``N(e, v) >= min_count``; a value is tested only with at least
   ``min_tokens`` tokens in ``min_docs`` documents (with fewer documents the bootstrap cannot
@@ -87,10 +89,11 @@ class _Prepared:
 class SpecializationRun:
     """Accumulates the specialization tests of several labels one layer at a time (see module docstring).
 
-    Per layer, one ``bincount`` over the layer's routes gives ``C[unit, value, expert]`` for a
-    token label (position); document labels reuse the per-document counts (the sum over values of
-    a token label that covers every token, or one more ``bincount``); one matrix product with the
-    shared ``[B, units]`` resampling weights gives every bootstrap replicate.
+    Token labels (position, token id): per layer one ``bincount`` gives ``C[unit, value, expert]``
+    and one matrix product with the ``[B, units]`` resampling weights gives every replicate;
+    units (documents) are resampled together. Document labels: documents are resampled **within
+    each value** (a stratified bootstrap: the number of documents per value is the design, not a
+    random quantity), from the per-document counts that the position label already produced.
     """
 
     def __init__(self, routing: Any, labels: Iterable[str | Label], options: SpecializationOptions) -> None:
@@ -102,27 +105,51 @@ class SpecializationRun:
         self.U = D if self.units_are_docs else options.max_units
         unit_of_doc = np.arange(D) if self.units_are_docs else (np.arange(D) * self.U // max(D, 1))
         self.unit = unit_of_doc[di].astype(np.int64)
+        rng = np.random.default_rng(options.seed)
         self.W = resample_weights(self.U, options.bootstrap, options.seed)
-        self.perm = np.random.default_rng(options.seed + 1).permutation(self.U)
         self.labels: list[_Prepared] = []
         for lab in labels:
             lab = lab if isinstance(lab, Label) else resolve_label(routing, lab)
             V = min(len(lab.values), options.max_values)
             codes = np.where(lab.codes >= V, V, lab.codes).astype(np.int64)
-            if lab.kind == "document" and self.units_are_docs:
-                prep = _Prepared(lab, V, codes, None)
-                order = np.argsort(np.where(codes >= 0, codes, V + 1), kind="stable")
-                prep.groups = (order, np.r_[np.searchsorted(np.where(codes >= 0, codes, V + 1)[order], np.arange(V + 1)),
-                                            int((codes >= 0).sum())], np.ascontiguousarray(self.W[:, order]))
-                self.labels.append(prep)
+            if lab.kind == "document":
+                self.labels.append(self._document_label(lab, V, codes, di, rng))
                 continue
-            tok = codes if lab.kind == "token" else codes[di]
-            cell = np.where(tok >= 0, self.unit * (V + 1) + tok, self.U * (V + 1))
+            cell = np.where(codes >= 0, self.unit * (V + 1) + codes, self.U * (V + 1))
             self.labels.append(_Prepared(lab, V, None, cell))
         # a token label covering every token also yields the per-document counts: do it first
         self.order = sorted(range(len(self.labels)), key=lambda j: not (
             self.labels[j].cell is not None and bool((self.labels[j].cell < self.U * (self.labels[j].V + 1)).all())))
         self._token_n: dict[int, np.ndarray] = {}
+
+    def _document_label(self, lab: Label, V: int, codes: np.ndarray, di: np.ndarray, rng) -> _Prepared:
+        """Units sorted by value (documents, or value-pure blocks of documents) and stratified weights."""
+        B, max_units = self.options.bootstrap, self.options.max_units
+        labelled = np.flatnonzero(codes >= 0)
+        order = labelled[np.argsort(codes[labelled], kind="stable")]  # documents in value order
+        per_value = np.bincount(codes[labelled], minlength=V + 1)
+        if self.units_are_docs:
+            sizes, tok_unit = per_value, None
+        else:  # pool consecutive documents of one value into blocks: at most ~max_units units
+            block = -(-len(order) // max_units)
+            sizes = -(-per_value // block)
+            starts = np.r_[0, np.cumsum(sizes)[:-1]]
+            rank = np.arange(len(order)) - np.repeat(np.r_[0, np.cumsum(per_value)[:-1]], per_value)
+            unit_of_doc = np.full(len(codes), -1, np.int64)
+            unit_of_doc[order] = np.repeat(starts, per_value) + rank // block
+            U = int(sizes.sum())
+            tok_unit = np.where(unit_of_doc[di] >= 0, unit_of_doc[di], U)
+        bounds = np.r_[0, np.cumsum(sizes)]
+        n_units = int(bounds[-1])
+        # replicate b draws, for each unit slot of value v, a unit of value v uniformly at random
+        start = np.repeat(bounds[:-1], sizes)
+        size = np.repeat(sizes, sizes)
+        draws = start[None, :] + (rng.random((B, n_units)) * size[None, :]).astype(np.int64)
+        flat = (np.arange(B)[:, None] * n_units + draws).ravel()
+        W = np.bincount(flat, minlength=B * n_units).reshape(B, n_units).astype(np.float32)
+        prep = _Prepared(lab, V, codes, None)
+        prep.groups = (order, bounds, W, tok_unit, per_value)
+        return prep
 
     def _cell_counts(self, view: Any, cell: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
         """``C[cells, E]`` routes and ``n[cells]`` recorded tokens per cell (sentinel cell ``cells`` dropped)."""
@@ -156,26 +183,29 @@ class SpecializationRun:
                 if doc_C is None and prep.label.kind == "token" and j == self.order[0]:
                     doc_C, doc_n = C.sum(1), n.sum(1)
             else:
-                if doc_C is None:
-                    doc_C, doc_n = self._cell_counts(view, self.unit, U)
-                codes = prep.doc_codes
-                M = np.zeros((V1, U), np.float32)
-                has = codes >= 0
-                M[codes[has], np.flatnonzero(has)] = 1.0
-                Cf, nf = doc_C.astype(np.float32), doc_n.astype(np.float32)
-                N, Nv = (M @ Cf).astype(np.float64), (M @ nf).astype(np.float64)
-                # replicate r, value v: sum over v's documents of W[r, doc] * C[doc]
-                order, bounds, W_sorted = prep.groups
-                C_sorted, n_sorted = Cf[order], nf[order]
-                R = np.empty((B, V1, E), np.float32)
-                Rn = np.empty((B, V1), np.float32)
+                order, bounds, W, tok_unit, per_value = prep.groups
+                if tok_unit is None:  # units are documents, in value order
+                    if doc_C is None:
+                        doc_C, doc_n = self._cell_counts(view, self.unit, U)
+                    Ci, ni = doc_C[order], doc_n[order]
+                else:
+                    Ci, ni = self._cell_counts(view, tok_unit, W.shape[1])
+                Cu, nu = Ci.astype(np.float32), ni.astype(np.float32)
+                N, Nv = np.zeros((V1, E)), np.zeros(V1)
+                R, Rn = np.zeros((B, V1, E), np.float32), np.zeros((B, V1), np.float32)
+                docs_v = per_value.astype(np.float64) if tok_unit is not None else np.zeros(V1)
+                shuffled = np.random.default_rng(self.options.seed + 1).permutation(len(nu))
+                Np = np.zeros((V1, E))
                 for v in range(V1):
                     a, b = bounds[v], bounds[v + 1]
-                    R[:, v] = W_sorted[:, a:b] @ C_sorted[a:b]
-                    Rn[:, v] = W_sorted[:, a:b] @ n_sorted[a:b]
-                docs_v = M @ (doc_n > 0).astype(np.float32)
-                permuted = _nmi(M[:, self.perm] @ Cf)
-            self._record(prep, view, N, Nv, R.astype(np.float64), Rn.astype(np.float64), docs_v, permuted)
+                    N[v], Nv[v] = Ci[a:b].sum(0), ni[a:b].sum()
+                    R[:, v], Rn[:, v] = W[:, a:b] @ Cu[a:b], W[:, a:b] @ nu[a:b]
+                    Np[v] = Ci[shuffled[a:b]].sum(0)
+                    if tok_unit is None:
+                        docs_v[v] = (ni[a:b] > 0).sum()
+                permuted = _nmi(Np)
+            self._record(prep, view, np.asarray(N, np.float64), np.asarray(Nv, np.float64), R.astype(np.float64),
+                         Rn.astype(np.float64), docs_v, permuted)
 
     def _record(self, prep: _Prepared, view: Any, N, Nv, R, Rn, docs_v, permuted: float) -> None:
         options, E, V = self.options, self.E, prep.V
@@ -235,12 +265,13 @@ def _stats(N: np.ndarray, Nv: np.ndarray, R: np.ndarray, Rn: np.ndarray, options
         ll = np.log((N + 0.5) / (Nv[:, None] + 0.5)) - np.log((Ne + 0.5) / (Ntot + 0.5))[None, :]
         ll_b = np.log((R + 0.5) / (Rn[:, :, None] + 0.5)) - np.log((Re + 0.5) / (Rtot[:, None] + 0.5))[:, None, :]
         se = np.std(ll_b, axis=0, ddof=1)
-        # The bootstrap measures the spread around the observed count; a count's variance grows with
-        # its mean, so under "lift = 1" it is smaller than observed when lift > 1: rescale to the null
-        # expectation (Poisson-like scaling, keeping the overdispersion the bootstrap saw).
-        # Without this, small counts that happen to be high get too small an se (anti-conservative).
+        # The bootstrap measures the spread around the observed counts. The counting (Poisson) part of
+        # var(log N(e, v)) is 1 / N(e, v), smaller at a high observed count than under "lift = 1",
+        # where it is 1 / expected: swap one for the other and keep the rest (between-document
+        # variation). Without this, small cells that happen to be high look significant.
         expected = Nv[:, None] * overall[None, :]
-        se_null = se * np.sqrt(np.maximum(N + 0.5, expected + 0.5) / (expected + 0.5))
+        extra = np.maximum(se ** 2 - 1.0 / (N + 0.5), 0.0)
+        se_null = np.sqrt(extra + 1.0 / (np.minimum(N, expected) + 0.5))
         z = np.where(se_null > 0, ll / se_null, np.nan)
     return share, overall, lift, ci_low, ci_high, se, normal_sf(z)
 
