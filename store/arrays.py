@@ -110,6 +110,13 @@ def _place(dest: np.ndarray, tok: np.ndarray, values: np.ndarray) -> None:
         dest[tok] = values
 
 
+def _words(part: Any, names: list[str]) -> np.ndarray:
+    """``[n, len(names)]`` int64 packed words from the named columns of an Arrow table."""
+    if len(names) == 1:
+        return part.column(names[0]).to_numpy().reshape(-1, 1)
+    return np.stack([part.column(name).to_numpy() for name in names], axis=1)
+
+
 def load_routing(db: str | os.PathLike | Store, run_id: str | None = None, *, layers: Iterable[int] | None = None,
                  weights: bool = True, token_text: bool = False, max_docs: int | None = None) -> RunRouting:
     """Load ``run_id`` (or the only run) from a trace database into a :class:`RunRouting`.
@@ -159,7 +166,10 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
         docs_sorted = documents["doc_id"].to_numpy().astype(np.int64)
         counts = documents["n_tokens"].to_numpy().astype(np.int64)
         index = _token_index(docs_sorted, counts)
-        cols = "doc_id, pos, experts" + (", weights" if weights else "")
+        table_k = max(int(s[2]) for s in store.con.execute(
+            "SELECT site, layer, top_k FROM sites WHERE run_id = ?", [info.run_id]).fetchall())
+        e_cols, w_cols = schema.expert_columns(table_k), schema.weight_columns(table_k)
+        cols = ", ".join(["doc_id", "pos", *e_cols, *(w_cols if weights else [])])
         table = schema.route_table(info.run_key)
         params = None
         queries = [(int(np.searchsorted(layer_list, layer)),
@@ -179,12 +189,10 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
                 complete = bool(keep.all())
                 if not complete:
                     tok = tok[keep]
-                words = part.column(2).combine_chunks()
-                e = unpack_experts(words.values.to_numpy(zero_copy_only=False).reshape(-1, words.type.list_size), k)
+                e = unpack_experts(_words(part, e_cols), k)
                 _place(experts[li], tok, e if complete else e[keep])
                 if weights:
-                    wcol = part.column(3).combine_chunks()
-                    w = unpack_weights(wcol.values.to_numpy(zero_copy_only=False).reshape(-1, wcol.type.list_size), k)
+                    w = unpack_weights(_words(part, w_cols), k)
                     _place(weight_arr[li], tok, w if complete else w[keep])
     token_list = toks.column("token").to_pylist() if token_text else None
     return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos,

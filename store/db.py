@@ -22,7 +22,6 @@ from moelens._version import __version__
 from moelens.errors import (CorruptDatabaseError, DatabaseLockedError, RunNotFoundError, SchemaVersionError,
                             StoreError)
 from moelens.store import schema
-from moelens.store.packing import expert_words, weight_words
 
 __all__ = ["Store", "RunInfo", "translate_duckdb_error", "fetch_arrow"]
 
@@ -189,7 +188,7 @@ class Store:
                                  [run_id, site["site"], site["layer"], site["tag"], site["path"],
                                   site["primary"], site["num_experts"], site["top_k"]])
             max_k = max(s["top_k"] for s in plan_meta["sites"])
-            self.con.execute(schema.route_table_ddl(run_key, expert_words(max_k), weight_words(max_k)))
+            self.con.execute(schema.route_table_ddl(run_key, max_k))
             if logits_width:
                 self.con.execute(schema.logits_table_ddl(run_key, logits_width))
             self._refresh_views()

@@ -26,6 +26,8 @@ def weight_words(k: int) -> int:
 def pack_experts(experts: np.ndarray) -> np.ndarray:
     """``[n, k]`` integer ids -> ``[n, ceil(k/4)]`` int64 words (padding slots are -1)."""
     n, k = experts.shape
+    if k % 4 == 0 and experts.dtype == np.dtype("<i2") and experts.flags.c_contiguous:
+        return experts.view("<i8")
     padded = np.full((n, expert_words(k) * 4), -1, dtype="<i2")
     padded[:, :k] = experts
     return padded.view("<i8")
@@ -34,6 +36,8 @@ def pack_experts(experts: np.ndarray) -> np.ndarray:
 def pack_weights(weights: np.ndarray) -> np.ndarray:
     """``[n, k]`` float weights -> ``[n, ceil(k/2)]`` int64 words holding float32 bit patterns."""
     n, k = weights.shape
+    if k % 2 == 0 and weights.dtype == np.dtype("<f4") and weights.flags.c_contiguous:
+        return weights.view("<i8")
     padded = np.zeros((n, weight_words(k) * 2), dtype="<f4")
     padded[:, :k] = weights
     return padded.view("<i8")

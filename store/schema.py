@@ -17,16 +17,21 @@ Public tables and views (users write SQL against these; the column lists are sta
 * ``routes_all`` (view) - as ``routes`` plus ``site`` and ``tag``, over every site.
 * ``router_logits(run_id, doc_id, pos, layer, logits)`` (view) - only for runs traced with logits.
 
-Physically, routes live in one table per run, ``_routes_<run_key>(doc_id, pos, site, experts,
-weights)``, with ids and weights bit-packed into BIGINT arrays (:mod:`moelens.store.packing`).
+Physically, routes live in one table per run, ``_routes_<run_key>(doc_id, pos, site, e0.., w0..)``:
+one row per token and router site, the k ids bit-packed four to a BIGINT word (``e*``) and the k
+float32 weights two to a word (``w*``), see :mod:`moelens.store.packing`. The word columns are
+stored uncompressed: random bit patterns do not compress, and skipping the attempt is what lets
+ingest keep up with a GPU.
 """
 
 from __future__ import annotations
 
+from moelens.store.packing import expert_words, weight_words
+
 SCHEMA_VERSION = 1
 
-__all__ = ["SCHEMA_VERSION", "BASE_DDL", "route_table", "logits_table", "route_table_ddl",
-           "logits_table_ddl", "routes_view_sql", "logits_view_sql"]
+__all__ = ["SCHEMA_VERSION", "BASE_DDL", "route_table", "logits_table", "route_table_ddl", "expert_columns",
+           "weight_columns", "logits_table_ddl", "routes_view_sql", "logits_view_sql"]
 
 BASE_DDL = [
     "CREATE TABLE IF NOT EXISTS moelens_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
@@ -64,9 +69,20 @@ def logits_table(run_key: int) -> str:
     return f"_logits_{int(run_key)}"
 
 
-def route_table_ddl(run_key: int, expert_words: int, weight_words: int) -> str:
+def expert_columns(k: int) -> list[str]:
+    """Names of the packed id words of a run table sized for ``k`` choices."""
+    return [f"e{i}" for i in range(expert_words(k))]
+
+
+def weight_columns(k: int) -> list[str]:
+    """Names of the packed weight words of a run table sized for ``k`` choices."""
+    return [f"w{i}" for i in range(weight_words(k))]
+
+
+def route_table_ddl(run_key: int, k: int) -> str:
+    words = ", ".join(f"{c} BIGINT USING COMPRESSION uncompressed" for c in expert_columns(k) + weight_columns(k))
     return (f"CREATE TABLE IF NOT EXISTS {route_table(run_key)} (doc_id INTEGER, pos INTEGER, site SMALLINT, "
-            f"experts BIGINT[{int(expert_words)}], weights BIGINT[{int(weight_words)}])")
+            f"{words})")
 
 
 def logits_table_ddl(run_key: int, width: int) -> str:
@@ -80,9 +96,11 @@ def _quote(value: str) -> str:
 
 def _one_run_routes(run_id: str, run_key: int, k: int) -> str:
     table = route_table(run_key)
+    e_words = "[" + ", ".join(f"r.{c}" for c in expert_columns(k)) + "]"
+    w_words = "[" + ", ".join(f"r.{c}" for c in weight_columns(k)) + "]"
     return f"""SELECT {_quote(run_id)} AS run_id, r.doc_id::BIGINT AS doc_id, r.pos, s.layer, t.rank::INTEGER AS rank,
-        moelens_i16((r.experts[1 + t.rank // 4] >> (16 * (t.rank % 4))) & 65535) AS expert,
-        moelens_f32((r.weights[1 + t.rank // 2] >> (32 * (t.rank % 2))) & 4294967295) AS weight,
+        moelens_i16(({e_words}[1 + t.rank // 4] >> (16 * (t.rank % 4))) & 65535) AS expert,
+        moelens_f32(({w_words}[1 + t.rank // 2] >> (32 * (t.rank % 2))) & 4294967295) AS weight,
         r.site, s.tag, s.is_primary
     FROM {table} r
     JOIN sites s ON s.run_id = {_quote(run_id)} AND s.site = r.site

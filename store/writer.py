@@ -60,13 +60,16 @@ def routes_arrow(batch: WriteBatch, table_k: int) -> pa.Table:
     """The physical route rows of ``batch`` for a run table sized for ``table_k`` choices."""
     experts = pack_experts(_pad(batch.experts.astype(np.int16, copy=False), table_k, -1))
     weights = pack_weights(_pad(batch.weights.astype(np.float32, copy=False), table_k, 0.0))
-    return pa.table({
+    columns = {
         "doc_id": pa.array(batch.route_doc.astype(np.int32, copy=False)),
         "pos": pa.array(batch.route_pos.astype(np.int32, copy=False)),
         "site": pa.array(batch.route_site.astype(np.int16, copy=False)),
-        "experts": pa.FixedSizeListArray.from_arrays(pa.array(experts.reshape(-1)), experts.shape[1]),
-        "weights": pa.FixedSizeListArray.from_arrays(pa.array(weights.reshape(-1)), weights.shape[1]),
-    })
+    }
+    for i, name in enumerate(schema.expert_columns(table_k)):
+        columns[name] = pa.array(np.ascontiguousarray(experts[:, i]))
+    for i, name in enumerate(schema.weight_columns(table_k)):
+        columns[name] = pa.array(np.ascontiguousarray(weights[:, i]))
+    return pa.table(columns)
 
 
 class TraceWriter:
