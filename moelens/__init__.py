@@ -31,8 +31,8 @@ __all__ = [
 
 # public name -> (module, attribute); resolved on first access
 _LAZY = {
-    "capture": ("moelens.capture", "capture"),
-    "trace": ("moelens.trace", "trace"),
+    "capture": ("moelens.capturing", "capture"),
+    "trace": ("moelens.tracing", "trace"),
     "open": ("moelens.analysis.facade", "open"),
     "TraceConfig": ("moelens.config", "TraceConfig"),
     "load_model": ("moelens.models.loading", "load_model"),
@@ -43,11 +43,11 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from moelens import errors
     from moelens.analysis.facade import open
-    from moelens.capture import capture
+    from moelens.capturing import capture
     from moelens.config import TraceConfig
     from moelens.models.families import supported_families
     from moelens.models.loading import load_model
-    from moelens.trace import trace
+    from moelens.tracing import trace
 
 
 def __getattr__(name: str) -> Any:

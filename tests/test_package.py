@@ -83,7 +83,14 @@ def test_import_moelens_is_light(tmp_path):
 
 
 def test_public_api():
+    import importlib
+
     import moelens
+
+    # importing the implementing modules must not shadow the public functions
+    for module in ("moelens.tracing", "moelens.capturing", "moelens.analysis.facade", "moelens.config"):
+        importlib.import_module(module)
+    assert callable(moelens.trace) and callable(moelens.capture) and callable(moelens.open)
 
     assert sorted(moelens.__all__) == sorted(
         ["__version__", "capture", "trace", "open", "TraceConfig", "load_model", "supported_families", "errors"])

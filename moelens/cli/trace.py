@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from moelens.config import TraceConfig
-    from moelens.trace import trace
+    from moelens.tracing import trace
 
     cfg = TraceConfig(
         model=args.model, data=args.data, out=args.out, run_id=args.run_id, batch_size=args.batch_size,
