@@ -25,6 +25,7 @@ report's ``--timings`` output on stderr.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -156,7 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="time the report this many times")
     parser.add_argument("--report-args", default="", help="extra arguments for moelens report")
     args = parser.parse_args(argv)
-    path = Path(args.db or f"/tmp/moelens_bench/report_{args.tokens}x{args.layers}x{args.experts}k{args.k}_v1.duckdb")
+    # the cache key includes the physical layout, so a store change never reads a stale file
+    from moelens.store import schema
+
+    layout = hashlib.sha1(f"{schema.SCHEMA_VERSION}:{schema.route_table_ddl(1, args.k)}".encode()).hexdigest()[:8]
+    path = Path(args.db or f"/tmp/moelens_bench/report_{args.tokens}x{args.layers}x{args.experts}k{args.k}_{layout}.duckdb")
+    if args.db is None:
+        for stale in path.parent.glob(f"report_{args.tokens}x{args.layers}x{args.experts}k{args.k}_*.duckdb"):
+            if stale != path:
+                stale.unlink()  # an older layout: several GB
     if args.rebuild and path.exists():
         path.unlink()
     if not path.exists():

@@ -161,7 +161,7 @@ def test_compare_finds_the_swapped_layer(planted, capsys):
 
 
 def test_facade_answers_the_same_questions(planted):
-    db, _ = planted
+    db, rows = planted
     with moelens.open(db) as trace:
         runs = trace.runs()
         assert runs["run_id"].to_list() == ["a", "b"] and runs["num_experts"].to_list() == [8, 8]
@@ -179,3 +179,18 @@ def test_facade_answers_the_same_questions(planted):
         assert cmp.filter(pl.col("layer") == 2)["saturation"].item() == 1.0
         report = trace.report("a")
         assert report.data["layers"][2]["collapsed"] and report.frames["load"].height == 3
+        top = trace.top_tokens("a", layers=[0], experts=[4])  # German body tokens go to experts 4 and 5
+        ids, counts = np.unique([i for r in rows for i in r["input_ids"] if 42 <= i < 62], return_counts=True)
+        frequent = set(ids[counts >= 10].tolist())  # the vocabulary's min_count
+        assert set(top["token_id"]) == frequent if len(frequent) <= 10 else set(top["token_id"]) < frequent
+        assert (top["share"] == 1.0).all() and top.height == min(10, len(frequent))
+        assert top["token"].null_count() == top.height  # input_ids data: no token text
+        frames = [trace.expert_load("a"), trace.confidence("a"), trace.nmi("language", "a"), trace.vocabulary("a"),
+                  trace.position("a"), trace.first_token("a"), trace.coactivation("a"), trace.repeat_rates("a"),
+                  trace.reuse_distance("a"), trace.crosslayer("a"), trace.load_shift("a", "b"),
+                  trace.specialization_shift("a", "b", "language"), trace.repeat_rates("a", by="language")]
+        assert all(isinstance(f, pl.DataFrame) and f.height > 0 for f in frames)
+        first = trace.first_token("a", layers=[0], top=2)
+        assert set(first["expert"]) == {6, 7} and (first["share"] == 1.0).all()
+        conf = trace.confidence("a", layers=[2])
+        assert conf["margin_mean"].item() > 0.9  # every token's router is sure of expert 0

@@ -12,7 +12,10 @@ Each module owns one family of metrics and documents its definitions and baselin
 * :mod:`~moelens.analysis.temporal` - consecutive-token repeat rates (Mixtral Table 5), reuse gaps;
 * :mod:`~moelens.analysis.crosslayer` - top-1 transitions between layers and their predictability;
 * :mod:`~moelens.analysis.compare` - router saturation, load and specialization shift between runs;
-* :mod:`~moelens.analysis.report` - the assembled report; :mod:`~moelens.analysis.facade` - ``moelens.open``.
+* :mod:`~moelens.analysis.report` - the assembled report (one pass over the layers:
+  :mod:`~moelens.analysis.layerpass`), rendered by :mod:`~moelens.analysis.render`;
+* :mod:`~moelens.analysis.facade` - ``moelens.open``; :mod:`~moelens.analysis.routing` - loading a run
+  or building one from arrays; :mod:`~moelens.analysis.labels` - labels; :mod:`~moelens.analysis.options`.
 
 The layer reads only a database: it never imports torch, ``moelens.hooks`` or ``moelens.kernels``
 (checked by a test). Functions take a :class:`~moelens.store.arrays.RunRouting` (from

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from moelens.analysis._common import LayerView, layer_views
+from moelens.analysis._common import CHUNK, LayerView, layer_views
 
 __all__ = ["coactivation_counts", "coactivation_pairs", "coactivation_summary", "coactivation_baseline", "summary_row"]
 
@@ -34,17 +34,20 @@ def coactivation_counts(experts: Any, num_experts: int | None = None, pairs: str
 
         raise ConfigError(f"pairs must be 'all' or 'adjacent'; got {pairs!r}.")
     M = np.zeros(E * E + 1, np.int64)
-    first = view.ws.get("coact_first", (view.T,), np.int64)
-    keys = view.ws.get("coact_keys", (max(k - 1, 1), view.T), np.int64)
+    T = view.T
+    first = np.empty(CHUNK, np.int64)
+    keys = np.empty((max(k - 1, 1), CHUNK), np.int64)
     bad = view.invalid.T if view.dropped else None
-    for r in range(k - 1):
-        stop = k if pairs == "all" else r + 2
-        key = keys[:stop - r - 1]
-        np.multiply(slots[r], E, out=first)
-        np.add(first[None, :], slots[r + 1:stop], out=key)
-        if bad is not None:
-            np.copyto(key, E * E, where=bad[r][None, :] | bad[r + 1:stop])
-        M += np.bincount(key.reshape(-1), minlength=E * E + 1)[:E * E + 1]
+    for lo in range(0, T, CHUNK):  # token chunks: the keys stay in cache
+        hi = min(T, lo + CHUNK)
+        for r in range(k - 1):
+            stop = k if pairs == "all" else r + 2
+            key = keys[:stop - r - 1, :hi - lo]
+            np.multiply(slots[r, lo:hi], E, out=first[:hi - lo])
+            np.add(first[None, :hi - lo], slots[r + 1:stop, lo:hi], out=key)
+            if bad is not None:
+                np.copyto(key, E * E, where=bad[r, lo:hi][None, :] | bad[r + 1:stop, lo:hi])
+            M += np.bincount(key.reshape(-1), minlength=E * E + 1)[:E * E + 1]
     M = M[:-1].reshape(E, E)
     M = M + M.T
     M[np.diag_indices(E)] = view.counts

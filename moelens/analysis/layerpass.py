@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moelens.analysis import coactivation, crosslayer, load, temporal, vocabulary
+from moelens.analysis._blas import single_threaded_blas
 from moelens.analysis._common import LayerView, Workspace, layer_positions
 from moelens.analysis.options import ReportOptions
 from moelens.analysis.specialization import SpecializationRun
@@ -73,7 +74,8 @@ class LayerPass:
     def run(self, workers: int = 1) -> PassResult:
         blocks = _split(self.indices, workers)
         if len(blocks) <= 1:
-            return self._block(self.indices)
+            with single_threaded_blas():
+                return self._block(self.indices)
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -146,4 +148,5 @@ def _split(indices: list[int], workers: int) -> list[list[int]]:
 
 def _run_block(indices: list[int]) -> PassResult:
     assert _ACTIVE is not None  # set by LayerPass.run before the fork
-    return _ACTIVE._block(indices)
+    with single_threaded_blas():
+        return _ACTIVE._block(indices)

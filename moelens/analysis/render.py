@@ -36,14 +36,19 @@ def render_report(data: dict[str, Any], console: Any, *, top: int = 10) -> None:
     t = Table(title="Load per layer (uniform: max/mean 1, entropy 1, effective = E)", title_justify="left")
     for col in ("layer", "tokens", "max/mean", "imbalance", "CV", "Gini", "H/log E", "exp(H)", "dead", "EP bal.", "verdict"):
         t.add_column(col, justify="right" if col not in ("verdict",) else "left")
+    reasons = []
     for row in data["layers"]:
         bal = row["balancedness"]
         key = next((k for k in bal if k.startswith("contiguous")), None)
-        verdict = f"[red]collapsed[/] ({escape(row['collapse_reason'])})" if row["collapsed"] else "ok"
+        verdict = "[red]collapsed[/]" if row["collapsed"] else "ok"
+        if row["collapsed"]:
+            reasons.append(f"layer {row['layer']} collapsed: {escape(row['collapse_reason'])}")
         t.add_row(str(row["layer"]), f"{row['tokens']:,}", _f(row["max_over_mean"], 2), _f(row["imbalance_ratio"], 2),
                   _f(row["cv"], 2), _f(row["gini"], 2), _f(row["entropy_norm"]), _f(row["effective_experts"], 1),
                   str(len(row["dead_experts"])), _f(bal.get(key), 2) if key else "-", verdict)
     console.print(t)
+    for line in reasons:
+        console.print(line)
 
     for label, rows in data["specialization"].items():
         tests = data["specialization_tests"].get(label, {})
