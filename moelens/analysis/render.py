@@ -76,7 +76,7 @@ def render_report(data: dict[str, Any], console: Any, *, top: int = 10) -> None:
                     f"first-or-second {_pct(base['first_or_second'])}, next-layer {_pct(base['transition'])})",
               title_justify="left")
     for col in ("layer", "1st choice", "shuffled", "1st-or-2nd", "shuffled ", "reuse gap", "next-layer pred.",
-                "marginal", "vocab top-1", "shuffled  ", "co-act max"):
+                "marginal", "vocab top-1/k", "shuffled  ", "co-act max"):
         t.add_column(col, justify="right")
     cross = {r["layer_from"]: r for r in data["crosslayer"]}
     vocab = {r["layer"]: r for r in data["vocabulary"]}
@@ -85,7 +85,8 @@ def render_report(data: dict[str, Any], console: Any, *, top: int = 10) -> None:
         c, v, a = cross.get(r["layer"], {}), vocab.get(r["layer"], {}), coact.get(r["layer"], {})
         t.add_row(str(r["layer"]), _pct(r["first_choice"]), _pct(r["shuffled_first_choice"]), _pct(r["first_or_second"]),
                   _pct(r["shuffled_first_or_second"]), _f(r.get("reuse_median"), 0), _pct(c.get("predictability")),
-                  _pct(c.get("baseline_marginal")), _pct(v.get("top1_mean")), _pct(v.get("shuffled_top1_mean")),
+                  _pct(c.get("baseline_marginal")), f"{_pct(v.get('top1_mean'))}/{_pct(v.get('topk_mean'))}",
+                  f"{_pct(v.get('shuffled_top1_mean'))}/{_pct(v.get('shuffled_topk_mean'))}",
                   _pct(a.get("max_conditional")))
     console.print(t)
 
