@@ -204,7 +204,8 @@ class StatsAccumulator:
         Label tables are present only when ``num_labels > 0``. Synchronises once.
         """
         names = TABLES if self.tables.num_labels else TABLES[:4]
-        host = {name: getattr(self.tables, name).cpu().numpy() for name in names}
+        # copies, also on CPU (where .cpu() is the same tensor): reset() must not zero what was returned
+        host = {name: getattr(self.tables, name).to("cpu", copy=True).numpy() for name in names}
         host["entropy_bin_edges"] = self.bin_edges
         return host
 

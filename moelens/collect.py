@@ -1,9 +1,12 @@
-"""Collect hook events and bring them to the host once per batch (the torch capture path).
+"""Collect hook events and bring them to the host once per batch.
 
-:class:`BatchCollector` is the sink the hooks emit into. It keeps references to the event
-tensors on the model's device and, at :meth:`BatchCollector.drain`, concatenates them and copies
-each kind (ids, weights, logits) to the host in one transfer, instead of one synchronising copy
-per layer. Rows are then checked against the step that produced them and padding is dropped.
+:class:`BatchCollector` (the torch path) is the sink the hooks emit into. It keeps references to
+the event tensors on the model's device and, at :meth:`BatchCollector.drain`, concatenates them
+and copies each kind (ids, weights, logits) to the host in one transfer, instead of one
+synchronising copy per layer. :class:`DeviceCollector` (the kernels path) lets
+:class:`moelens.kernels.sinks.RecordSink` write compact records into a device buffer during the
+forward and copies the buffer once. Both return the same host objects: rows are checked against
+the step that produced them and padding is dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from moelens.errors import CaptureError
 from moelens.hooks.events import RouterEvent, StepContext
 from moelens.models.discover import ModelPlan
 
-__all__ = ["HostStep", "HostRoute", "BatchCollector"]
+__all__ = ["HostStep", "HostRoute", "BatchCollector", "DeviceCollector", "logits_transform"]
 
 
 @dataclass
@@ -44,6 +47,7 @@ class HostRoute:
     experts: np.ndarray  # [n, k] int16, -1 = dropped / skipped
     weights: np.ndarray  # [n, k] float32
     logits: np.ndarray | None  # [n, E'] float32
+    confidence: np.ndarray | None = None  # [n, 3] float32: entropy, margin, lse (kernels path)
 
 
 def _to_host(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[np.ndarray]:
@@ -53,6 +57,19 @@ def _to_host(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[np.ndarray
     sizes = [t.shape[0] for t in tensors]
     flat = torch.cat([t.to(dtype) for t in tensors]).cpu().numpy()
     return np.split(flat, np.cumsum(sizes)[:-1])
+
+
+def _host_step(ctx: StepContext) -> HostStep:
+    return HostStep(ctx.step, ctx.stack, ctx.batch, ctx.seq, ctx.past, ctx.valid.cpu().numpy(),
+                    ctx.positions.cpu().numpy().astype(np.int64),
+                    None if ctx.input_ids is None else ctx.input_ids.reshape(-1).cpu().numpy().astype(np.int64))
+
+
+def logits_transform(plan: ModelPlan):
+    """What turns a router's logits output into logits (None: it already holds logits)."""
+    if plan.family.logits_kind == "probs":  # gemma4: the router returns softmax probabilities
+        return lambda probs: probs.float().clamp_min(torch.finfo(torch.float32).tiny).log()
+    return None
 
 
 class BatchCollector:
@@ -76,12 +93,7 @@ class BatchCollector:
     def drain(self) -> tuple[list[HostStep], list[HostRoute]]:
         steps, events = self._steps, self._events
         self._steps, self._events = [], []
-        host_steps = {}
-        for ctx in steps:
-            host_steps[ctx.step] = HostStep(
-                ctx.step, ctx.stack, ctx.batch, ctx.seq, ctx.past,
-                ctx.valid.cpu().numpy(), ctx.positions.cpu().numpy().astype(np.int64),
-                None if ctx.input_ids is None else ctx.input_ids.reshape(-1).cpu().numpy().astype(np.int64))
+        host_steps = {ctx.step: _host_step(ctx) for ctx in steps}
         routes: list[HostRoute] = []
         by_k: dict[int, list[int]] = {}
         for i, ev in enumerate(events):
@@ -119,3 +131,54 @@ class BatchCollector:
             routes.append(HostRoute(ev.site, ev.step, rows, experts[i][keep], weights[i][keep],
                                     logits[i][keep] if i in logits else None))
         return list(host_steps.values()), routes
+
+
+class DeviceCollector:
+    """Sink for the kernels path: records reduced on the device, one host copy per batch.
+
+    Args:
+        sites: the plan's site numbers to record (each gets a buffer slot).
+        max_tokens: rows per batch (``batch_size * max_length``).
+        backend: ``torch`` or ``triton`` record kernels (see :func:`moelens.kernels.choose_backend`).
+    """
+
+    def __init__(self, plan: ModelPlan, sites: list[int], *, max_tokens: int, device: str, backend: str) -> None:
+        from moelens.kernels.sinks import RecordSink
+
+        self.plan = plan
+        self.slots = {site: slot for slot, site in enumerate(sorted(sites))}
+        chosen = [plan.sites[s] for s in self.slots]
+        self.k = max(s.top_k for s in chosen)
+        self.sink = RecordSink(self.slots, k=self.k, num_experts=max(s.num_experts for s in chosen),
+                               max_tokens=max_tokens, device=device, backend=backend,
+                               logits_transform=logits_transform(plan))
+        self.backend = self.sink.backend
+        self._seen: list[int] = []
+
+    def begin_batch(self, *_: object) -> None:
+        self.sink.begin_batch()
+        self._seen = []
+
+    def on_step(self, ctx: StepContext) -> None:
+        self.sink.on_step(ctx)
+
+    def on_route(self, event: RouterEvent) -> None:
+        if event.site in self.slots:
+            self._seen.append(event.site)
+        self.sink.on_route(event)
+
+    def drain(self) -> tuple[list[HostStep], list[HostRoute]]:
+        steps = [_host_step(ctx) for ctx in self.sink.steps]
+        arrays = self.sink.finish_batch().wait()
+        if not steps:
+            return [], []
+        step = steps[-1]
+        rows = np.flatnonzero(step.valid)
+        routes = []
+        for site in dict.fromkeys(self._seen):
+            slot, k = self.slots[site], self.plan.sites[site].top_k
+            conf = np.stack([arrays["entropy"][slot][rows], arrays["margin"][slot][rows],
+                             arrays["lse"][slot][rows]], axis=1).astype(np.float32)
+            routes.append(HostRoute(site, step.step, rows, arrays["ids"][slot][rows, :k],
+                                    arrays["weights"][slot][rows, :k].astype(np.float32), None, conf))
+        return steps, routes

@@ -56,7 +56,8 @@ class _Pending:
     ids: np.ndarray
     tokens: list[str | None] | None
     windows_left: int
-    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=list)
+    # (positions, sites, experts, weights, logits | None, confidence | None) per router call
+    pieces: list[tuple] = field(default_factory=list)
 
 
 def _default_run_id(model: str, data: str) -> str:
@@ -188,8 +189,11 @@ class _Tracer:
                   "options": {"batch_size": cfg.batch_size, "device": loaded.device, "backend": cfg.backend,
                               "capture": cfg.capture},
                   "model_location": loaded.location}
+        confidence = cfg.mode == "routes" and self._backend(plan, loaded) == "triton"
+        self.summary.notes.clear()  # the backend note is made again when the loop starts
         return store.create_run(run_id=run_id, model=cfg.model, dataset=cfg.data, dtype=loaded.dtype,
-                                revision=cfg.revision, plan_meta=meta, config=config, logits_width=logits_width)
+                                revision=cfg.revision, plan_meta=meta, config=config, logits_width=logits_width,
+                                confidence=confidence)
 
     def _keep_site(self, site: Any) -> bool:
         if self.cfg.layers is not None and site.layer not in self.cfg.layers:
@@ -198,10 +202,52 @@ class _Tracer:
         return site.tag != "decoder"
 
     # -- the loop -----------------------------------------------------------------------------
+    def _backend(self, plan: Any, loaded: Any) -> str:
+        """``torch`` or ``triton``: the kernels that reduce routing on the device for this run."""
+        import torch
+
+        from moelens.kernels import choose_backend
+
+        if loaded.dtype == "remote":
+            return "torch"
+        backend = choose_backend(self.cfg.capture, torch.device(loaded.device))
+        if backend == "triton" and self.cfg.mode == "routes" and plan.family.family in ("zaya", "doge"):
+            self._note(f"{plan.family.family} routers do not return [tokens, experts] logits; capturing with the"
+                       " torch path instead of the Triton record kernels")
+            return "torch"
+        return backend
+
+    def _collector(self, plan: Any, kept: set[int], loaded: Any) -> tuple[Any, bool]:
+        """The sink for this run's capture path, and whether it needs the router logits."""
+        from moelens.collect import BatchCollector, DeviceCollector
+
+        cfg = self.cfg
+        backend = self._backend(plan, loaded)
+        if cfg.mode == "stats":
+            from moelens.stats_mode import StatsCollector
+
+            collector = StatsCollector(plan, sorted(s for s in kept if plan.sites[s].primary), device=loaded.device,
+                                       backend=backend, labels=self._stats_labels)
+            self._note(f"stats mode: aggregates on {loaded.device} with the {collector.backend} kernels")
+            return collector, True
+        if backend == "triton":
+            collector = DeviceCollector(plan, sorted(kept), max_tokens=cfg.batch_size * cfg.max_length,
+                                        device=loaded.device, backend="triton")
+            self._note(f"capture path: Triton record kernels on {loaded.device}")
+            return collector, True
+        if cfg.capture != "torch":
+            self._note(f"capture path: torch (no CUDA device for the Triton kernels on {loaded.device})")
+        return BatchCollector(plan, logits=cfg.logits), cfg.logits
+
+    def _note(self, message: str) -> None:
+        import logging
+
+        logging.getLogger("moelens").info(message)
+        self.summary.notes.append(message)
+
     def _trace(self, store: Any, run: Any, docs: Any, loaded: Any, plan: Any) -> None:
         import torch
 
-        from moelens.collect import BatchCollector
         from moelens.hooks.attach import attach
         from moelens.store import TraceWriter
 
@@ -216,12 +262,14 @@ class _Tracer:
         self._done_tokens = int(store.con.execute(
             "SELECT coalesce(sum(n_tokens), 0) FROM documents WHERE run_id = ?", [run.run_id]).fetchone()[0])
         total = len(docs) if cfg.max_docs is None else min(cfg.max_docs, len(docs))
-        collector = BatchCollector(plan, logits=cfg.logits)
+        self._stats_labels = _label_vocabulary(docs) if cfg.mode == "stats" else {}
+        collector, need_logits = self._collector(plan, kept, loaded)
+        stats = cfg.mode == "stats"
         layers = sorted({s.layer for s in plan.sites if s.site in kept})
         if cfg.backend == "nnsight":
             from moelens.hooks.nnsight_backend import NNsightRunner
 
-            runner = NNsightRunner(getattr(loaded, "wrapper", None) or model, plan, collector, logits=cfg.logits,
+            runner = NNsightRunner(getattr(loaded, "wrapper", None) or model, plan, collector, logits=need_logits,
                                    layers=layers, remote=cfg.remote)
             extra = _forward_kwargs(model)
 
@@ -230,7 +278,7 @@ class _Tracer:
             hooks: Any = contextlib.nullcontext()
         else:
             forward = _forward_fn(model, plan)
-            hooks = attach(model, plan, collector, logits=cfg.logits, verify=cfg.verify, layers=layers)
+            hooks = attach(model, plan, collector, logits=need_logits, verify=cfg.verify, layers=layers)
         writer = TraceWriter(store, run, table_k=table_k)
         pad_id = _pad_id(tokenizer)
         started = time.perf_counter()
@@ -241,11 +289,22 @@ class _Tracer:
             with progress, hooks, torch.inference_mode():
                 for batch in self._batches(docs, tokenizer, done, total, pending, writer, progress):
                     input_ids, mask = _pad(batch, pad_id, loaded.device)
+                    if hasattr(collector, "begin_batch"):
+                        collector.begin_batch(batch, pending, input_ids.shape)
                     forward(input_ids, mask)
-                    steps, routes = collector.drain()
-                    self._assign(batch, steps, routes, kept, pending, logits_width)
+                    if stats:
+                        for window in batch:
+                            pending[window.doc_id].windows_left -= 1
+                    else:
+                        steps, routes = collector.drain()
+                        self._assign(batch, steps, routes, kept, pending, logits_width)
                     finished = [d for d in {w.doc_id for w in batch} if pending[d].windows_left == 0]
-                    self._flush(finished, pending, writer, progress, table_k)
+                    if stats:
+                        self._flush_stats(finished, pending, writer, progress, collector, final=False)
+                    else:
+                        self._flush(finished, pending, writer, progress, table_k)
+                if stats:
+                    self._flush_stats([], pending, writer, progress, collector, final=True)
             writer.close()
             status = "complete"
         except KeyboardInterrupt:
@@ -260,6 +319,23 @@ class _Tracer:
             store.set_status(run.run_id, status, last_summary={
                 "documents": self.summary.documents, "skipped": self.summary.skipped,
                 "tokens": self.summary.tokens, "seconds": round(self.summary.seconds, 3)})
+
+    def _flush_stats(self, finished: list[int], pending: dict[int, _Pending], writer: Any,
+                     progress: TraceProgress, collector: Any, *, final: bool) -> None:
+        """Commit the aggregates with exactly the documents they cover (never a partial document)."""
+        from moelens.store import WriteBatch
+
+        self._stats_done = getattr(self, "_stats_done", [])
+        for d in sorted(finished):
+            entry = pending.pop(d)
+            self._stats_done.append(entry.row)
+            self.summary.tokens += len(entry.ids)
+            progress.advance(1, len(entry.ids))
+        if not self._stats_done or pending or not (final or len(self._stats_done) >= 256):
+            return
+        writer.submit(WriteBatch(documents=self._stats_done, stats=collector.drain_tables(self.summary.run_id)))
+        self.summary.documents += len(self._stats_done)
+        self._stats_done = []
 
     def _batches(self, docs: Any, tokenizer: Any, done: set[int], total: int, pending: dict[int, _Pending],
                  writer: Any, progress: TraceProgress) -> Iterator[list[_Window]]:
@@ -344,11 +420,12 @@ class _Tracer:
                 lg = r.logits[sel] if r.logits is not None else None
                 if lg is not None and lg.shape[1] < logits_width:
                     lg = np.pad(lg, ((0, 0), (0, logits_width - lg.shape[1])), constant_values=np.nan)
-                by_row.setdefault(int(bi), []).append((s[sel], r.site, r.experts[sel], r.weights[sel], lg))
+                conf = r.confidence[sel] if r.confidence is not None else None
+                by_row.setdefault(int(bi), []).append((s[sel], r.site, r.experts[sel], r.weights[sel], lg, conf))
         for bi, window in enumerate(batch):
             entry = pending[window.doc_id]
-            for s, site, e, w, lg in by_row.get(bi, []):
-                entry.pieces.append((s + window.start, np.full(len(s), site, np.int16), e, w, lg))
+            for s, site, e, w, lg, conf in by_row.get(bi, []):
+                entry.pieces.append((s + window.start, np.full(len(s), site, np.int16), e, w, lg, conf))
             entry.windows_left -= 1
 
     def _flush(self, finished: list[int], pending: dict[int, _Pending], writer: Any,
@@ -358,7 +435,7 @@ class _Tracer:
         if not finished:
             return
         rows, tok_doc, tok_pos, tok_id, tok_text = [], [], [], [], []
-        r_doc, r_pos, r_site, r_e, r_w, r_l = [], [], [], [], [], []
+        r_doc, r_pos, r_site, r_e, r_w, r_l, r_c = [], [], [], [], [], [], []
         n_tokens = 0
         for d in sorted(finished):
             entry = pending.pop(d)
@@ -369,7 +446,7 @@ class _Tracer:
             tok_pos.append(np.arange(n, dtype=np.int32))
             tok_id.append(entry.ids.astype(np.int32))
             tok_text.extend(entry.tokens if entry.tokens is not None else [None] * n)
-            for pos, site, e, w, lg in entry.pieces:
+            for pos, site, e, w, lg, conf in entry.pieces:
                 r_doc.append(np.full(len(pos), d, np.int32))
                 r_pos.append(pos.astype(np.int32))
                 r_site.append(site)
@@ -377,17 +454,32 @@ class _Tracer:
                 r_w.append(_pad_cols(w, table_k, 0.0))
                 if lg is not None:
                     r_l.append(lg)
+                if conf is not None:
+                    r_c.append(conf)
         batch = WriteBatch(
             documents=rows, token_doc=np.concatenate(tok_doc), token_pos=np.concatenate(tok_pos),
             token_id=np.concatenate(tok_id), token_text=tok_text,
             route_doc=_cat(r_doc, np.int32), route_pos=_cat(r_pos, np.int32), route_site=_cat(r_site, np.int16),
             experts=np.concatenate(r_e) if r_e else np.empty((0, table_k), np.int16),
             weights=np.concatenate(r_w) if r_w else np.empty((0, table_k), np.float32),
-            logits=np.concatenate(r_l) if r_l else None)
+            logits=np.concatenate(r_l) if r_l else None, confidence=np.concatenate(r_c) if r_c else None)
         writer.submit(batch)
         self.summary.documents += len(rows)
         self.summary.tokens += n_tokens
         progress.advance(len(rows), n_tokens)
+
+
+def _label_vocabulary(docs: Any) -> dict[str, list[str]]:
+    """Distinct values of the label columns present (language, domain), for stats mode."""
+    import pyarrow.compute as pc
+
+    vocab = {}
+    for column in ("language", "domain"):
+        if column in docs.table.column_names:
+            values = sorted(v for v in pc.unique(docs.table.column(column).cast("string")).to_pylist() if v is not None)
+            if values:
+                vocab[column] = values
+    return vocab
 
 
 def _documents_only(rows: list[dict[str, Any]]):

@@ -169,7 +169,8 @@ class Store:
         return info
 
     def create_run(self, *, run_id: str, model: str, dataset: str, dtype: str, revision: str | None,
-                   plan_meta: dict[str, Any], config: dict[str, Any], logits_width: int | None) -> RunInfo:
+                   plan_meta: dict[str, Any], config: dict[str, Any], logits_width: int | None,
+                   confidence: bool = False) -> RunInfo:
         """Create the run's rows, its physical tables and refresh the views (one transaction)."""
         key_row = self.con.execute("SELECT coalesce(max(run_key), 0) + 1 FROM runs").fetchone()
         run_key = int(key_row[0])
@@ -191,6 +192,8 @@ class Store:
             self.con.execute(schema.route_table_ddl(run_key, max_k))
             if logits_width:
                 self.con.execute(schema.logits_table_ddl(run_key, logits_width))
+            if confidence:
+                self.con.execute(schema.confidence_table_ddl(run_key))
             self._refresh_views()
             self.con.execute("COMMIT")
         except BaseException:
@@ -207,6 +210,9 @@ class Store:
             self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         self.con.execute(f"DROP TABLE IF EXISTS {schema.route_table(info.run_key)}")
         self.con.execute(f"DROP TABLE IF EXISTS {schema.logits_table(info.run_key)}")
+        self.con.execute(f"DROP TABLE IF EXISTS {schema.confidence_table(info.run_key)}")
+        for name in schema.STATS_TABLES:
+            self.con.execute(f"DELETE FROM _stats_{name} WHERE run_id = ?", [run_id])
         self._refresh_views()
         self.con.execute("COMMIT")
 
@@ -235,3 +241,5 @@ class Store:
         tables = self._tables()
         with_logits = [(r, k) for r, k, _ in sized if schema.logits_table(k) in tables]
         self.con.execute(schema.logits_view_sql(with_logits))
+        with_confidence = [(r, k) for r, k, _ in sized if schema.confidence_table(k) in tables]
+        self.con.execute(schema.confidence_view_sql(with_confidence))

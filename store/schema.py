@@ -16,6 +16,15 @@ Public tables and views (users write SQL against these; the column lists are sta
   choice was dropped (capacity routers) or skipped (zaya), with ``weight`` 0.
 * ``routes_all`` (view) - as ``routes`` plus ``site`` and ``tag``, over every site.
 * ``router_logits(run_id, doc_id, pos, layer, logits)`` (view) - only for runs traced with logits.
+* ``router_confidence(run_id, doc_id, pos, layer, entropy, margin, lse)`` (view) - per token and
+  layer: entropy of softmax(logits) in nats, top-1 margin p1 - p2, logsumexp (z-loss = mean lse^2);
+  recorded by the device capture path (``--capture triton``).
+* ``stats_expert_counts(run_id, layer, label_kind, label, expert, count)``,
+  ``stats_coactivation(run_id, layer, expert_a, expert_b, count)``,
+  ``stats_entropy(run_id, layer, label_kind, label, bin, lo, hi, count)``,
+  ``stats_tokens(run_id, layer, label_kind, label, tokens)`` (views) - the aggregates of
+  ``--mode stats`` runs (``label_kind`` 'all' with a NULL label for the whole run; co-activation
+  counts ordered pairs of a token's experts, both orders, the diagonal being the expert's count).
 
 Physically, routes live in one table per run, ``_routes_<run_key>(doc_id, pos, site, e0.., w0..)``:
 one row per token and router site, the k ids bit-packed four to a BIGINT word (``e*``) and the k
@@ -30,8 +39,9 @@ from moelens.store.packing import expert_words, weight_words
 
 SCHEMA_VERSION = 1
 
-__all__ = ["SCHEMA_VERSION", "BASE_DDL", "route_table", "logits_table", "route_table_ddl", "expert_columns",
-           "weight_columns", "logits_table_ddl", "routes_view_sql", "logits_view_sql"]
+__all__ = ["SCHEMA_VERSION", "BASE_DDL", "route_table", "logits_table", "confidence_table", "route_table_ddl",
+           "expert_columns", "weight_columns", "logits_table_ddl", "confidence_table_ddl", "routes_view_sql",
+           "logits_view_sql", "confidence_view_sql", "STATS_TABLES"]
 
 BASE_DDL = [
     "CREATE TABLE IF NOT EXISTS moelens_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
@@ -49,6 +59,24 @@ BASE_DDL = [
         source VARCHAR, meta JSON, PRIMARY KEY (run_id, doc_id))""",
     """CREATE TABLE IF NOT EXISTS tokens (
         run_id VARCHAR, doc_id BIGINT, pos INTEGER, token_id INTEGER, token VARCHAR)""",
+    # stats mode: partial aggregates, each committed with the documents it covers (views sum them)
+    """CREATE TABLE IF NOT EXISTS _stats_expert_counts (
+        run_id VARCHAR, layer INTEGER, label_kind VARCHAR, label VARCHAR, expert INTEGER, count BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS _stats_coactivation (
+        run_id VARCHAR, layer INTEGER, expert_a INTEGER, expert_b INTEGER, count BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS _stats_entropy (
+        run_id VARCHAR, layer INTEGER, label_kind VARCHAR, label VARCHAR, bin INTEGER, lo FLOAT, hi FLOAT,
+        count BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS _stats_tokens (
+        run_id VARCHAR, layer INTEGER, label_kind VARCHAR, label VARCHAR, tokens BIGINT)""",
+    """CREATE OR REPLACE VIEW stats_expert_counts AS SELECT run_id, layer, label_kind, label, expert,
+        sum(count)::BIGINT AS count FROM _stats_expert_counts GROUP BY ALL""",
+    """CREATE OR REPLACE VIEW stats_coactivation AS SELECT run_id, layer, expert_a, expert_b,
+        sum(count)::BIGINT AS count FROM _stats_coactivation GROUP BY ALL""",
+    """CREATE OR REPLACE VIEW stats_entropy AS SELECT run_id, layer, label_kind, label, bin, lo, hi,
+        sum(count)::BIGINT AS count FROM _stats_entropy GROUP BY ALL""",
+    """CREATE OR REPLACE VIEW stats_tokens AS SELECT run_id, layer, label_kind, label,
+        sum(tokens)::BIGINT AS tokens FROM _stats_tokens GROUP BY ALL""",
     # float32 from its bit pattern (exact for every finite value, subnormals included)
     """CREATE OR REPLACE MACRO moelens_f32(b) AS (CASE
         WHEN ((b >> 23) & 255) = 255 THEN (CASE WHEN (b & 8388607) = 0 THEN 'inf'::DOUBLE ELSE 'nan'::DOUBLE END)
@@ -67,6 +95,32 @@ def route_table(run_key: int) -> str:
 
 def logits_table(run_key: int) -> str:
     return f"_logits_{int(run_key)}"
+
+
+def confidence_table(run_key: int) -> str:
+    return f"_confidence_{int(run_key)}"
+
+
+def confidence_table_ddl(run_key: int) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {confidence_table(run_key)} (doc_id INTEGER, pos INTEGER, site SMALLINT, "
+            "entropy FLOAT, margin FLOAT, lse FLOAT)")
+
+
+STATS_TABLES = ("expert_counts", "coactivation", "entropy", "tokens")
+
+
+def confidence_view_sql(runs: list[tuple[str, int]]) -> str:
+    """``CREATE VIEW router_confidence`` over the runs that recorded it, as ``(run_id, run_key)``."""
+    if not runs:
+        body = ("SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS doc_id, NULL::INTEGER AS pos, NULL::INTEGER AS layer,"
+                " NULL::FLOAT AS entropy, NULL::FLOAT AS margin, NULL::FLOAT AS lse WHERE false")
+    else:
+        body = "\nUNION ALL\n".join(
+            f"SELECT {_quote(run_id)} AS run_id, c.doc_id::BIGINT AS doc_id, c.pos, s.layer, c.entropy, c.margin, c.lse "
+            f"FROM {confidence_table(key)} c JOIN sites s ON s.run_id = {_quote(run_id)} AND s.site = c.site "
+            f"WHERE s.is_primary"
+            for run_id, key in runs)
+    return f"CREATE OR REPLACE VIEW router_confidence AS\n{body}"
 
 
 def expert_columns(k: int) -> list[str]:

@@ -42,6 +42,8 @@ class WriteBatch:
     experts: np.ndarray = field(default_factory=lambda: np.empty((0, 1), np.int16))  # [n, k], -1 dropped
     weights: np.ndarray = field(default_factory=lambda: np.empty((0, 1), np.float32))  # [n, k]
     logits: np.ndarray | None = None  # [n, E] float32, rows aligned with the routes
+    confidence: np.ndarray | None = None  # [n, 3] float32 entropy, margin, lse; rows aligned with the routes
+    stats: dict[str, pa.Table] | None = None  # stats mode: name in schema.STATS_TABLES -> partial rows
 
     @property
     def num_routes(self) -> int:
@@ -155,12 +157,27 @@ class TraceWriter:
                 })
                 cursor.register("_ml_logits", logits)
                 cursor.execute(f"INSERT INTO {schema.logits_table(key)} SELECT * FROM _ml_logits")
+            if batch.confidence is not None and len(batch.confidence):
+                conf = pa.table({
+                    "doc_id": pa.array(batch.route_doc.astype(np.int32, copy=False)),
+                    "pos": pa.array(batch.route_pos.astype(np.int32, copy=False)),
+                    "site": pa.array(batch.route_site.astype(np.int16, copy=False)),
+                    "entropy": pa.array(np.ascontiguousarray(batch.confidence[:, 0], dtype=np.float32)),
+                    "margin": pa.array(np.ascontiguousarray(batch.confidence[:, 1], dtype=np.float32)),
+                    "lse": pa.array(np.ascontiguousarray(batch.confidence[:, 2], dtype=np.float32)),
+                })
+                cursor.register("_ml_conf", conf)
+                cursor.execute(f"INSERT INTO {schema.confidence_table(key)} SELECT * FROM _ml_conf")
+            for name, table in (batch.stats or {}).items():
+                cursor.register("_ml_stats", table)
+                cursor.execute(f"INSERT INTO _stats_{name} SELECT * FROM _ml_stats")
+                cursor.unregister("_ml_stats")
             cursor.execute("COMMIT")
         except BaseException:
             cursor.execute("ROLLBACK")
             raise
         finally:
-            for name in ("_ml_docs", "_ml_tokens", "_ml_routes", "_ml_logits"):
+            for name in ("_ml_docs", "_ml_tokens", "_ml_routes", "_ml_logits", "_ml_conf"):
                 try:
                     cursor.unregister(name)
                 except Exception:  # noqa: BLE001

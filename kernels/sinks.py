@@ -1,0 +1,120 @@
+"""Routing sinks that reduce on the device: compact per-token records, or run-wide aggregates.
+
+Both receive the hooks' events (:mod:`moelens.hooks.events`) and never synchronise with the host
+per layer. :class:`RecordSink` writes every router call into a :class:`RecordBuffer` (ids,
+weights, entropy, margin, logsumexp) and copies the batch out once. :class:`StatsSink` keeps only
+bounded aggregates in :class:`StatsAccumulator` tables, optionally split by per-token labels.
+
+``slots`` maps the plan's site numbers to buffer layer slots (sites not in it are ignored);
+``logits_transform`` adapts routers whose "logits" are something else (probabilities).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+
+from moelens.errors import CaptureError
+from moelens.hooks.events import RouterEvent, StepContext
+from moelens.kernels.buffer import HostRecords, RecordBuffer
+from moelens.kernels.stats import StatsAccumulator
+
+__all__ = ["RecordSink", "StatsSink"]
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _logits(event: RouterEvent, width: int, transform: Transform | None) -> torch.Tensor | None:
+    if event.logits is None:
+        return None
+    logits = event.logits.reshape(-1, event.logits.shape[-1])
+    if logits.shape[-1] != width:
+        raise CaptureError(f"router logits have {logits.shape[-1]} columns, the device buffer {width};"
+                           " use --capture torch for this family.")
+    return transform(logits) if transform is not None else logits
+
+
+class RecordSink:
+    """Routes mode on the device: one :class:`RecordBuffer` row block per router site and batch."""
+
+    def __init__(self, slots: Mapping[int, int], *, k: int, num_experts: int, max_tokens: int, device: Any,
+                 backend: str = "auto", logits_transform: Transform | None = None) -> None:
+        self.slots = dict(slots)
+        self.buffer = RecordBuffer(len(self.slots), max_tokens, k, num_experts, device=device, backend=backend)
+        self.num_experts, self.transform = num_experts, logits_transform
+        self.steps: list[StepContext] = []
+        self._valid: torch.Tensor | None = None
+        self._rows = 0
+
+    @property
+    def backend(self) -> str:
+        return self.buffer.backend
+
+    def begin_batch(self) -> None:
+        self.buffer.reset()
+        self.steps = []
+
+    def on_step(self, ctx: StepContext) -> None:
+        self.steps.append(ctx)
+        self._valid, self._rows = ctx.valid, ctx.batch * ctx.seq
+
+    def on_route(self, event: RouterEvent) -> None:
+        slot = self.slots.get(event.site)
+        if slot is None:
+            return
+        logits = _logits(event, self.num_experts, self.transform)
+        if logits is None:
+            raise CaptureError("the device record path needs router logits; use --capture torch for this family.")
+        self.buffer.write(slot, logits, event.experts, event.weights, valid=self._valid)
+
+    def finish_batch(self) -> HostRecords:
+        """Start the batch's one asynchronous device-to-host copy; ``.wait()`` gives numpy arrays."""
+        return self.buffer.to_host_async(num_tokens=self._rows)
+
+
+class StatsSink:
+    """Stats mode: bounded on-device aggregates, one accumulator per label kind (or one unlabelled)."""
+
+    def __init__(self, slots: Mapping[int, int], *, num_experts: int, k: int, device: Any,
+                 label_sizes: Mapping[str, int] | None = None, entropy_bins: int = 32, backend: str = "auto",
+                 logits_transform: Transform | None = None) -> None:
+        self.slots = dict(slots)
+        self.k, self.num_experts, self.transform = k, num_experts, logits_transform
+        kinds = dict(label_sizes or {}) or {"": 0}
+        self.accumulators = {kind: StatsAccumulator(len(self.slots), num_experts, num_labels=size,
+                                                    entropy_bins=entropy_bins, device=device, backend=backend)
+                             for kind, size in kinds.items()}
+        self._labels: dict[str, torch.Tensor] = {}
+        self._valid: torch.Tensor | None = None
+
+    @property
+    def backend(self) -> str:
+        return next(iter(self.accumulators.values())).backend
+
+    def set_labels(self, labels: Mapping[str, torch.Tensor]) -> None:
+        """Per-row label ids (``[batch * seq]``, -1 for none) of the next forward, by label kind."""
+        self._labels = dict(labels)
+
+    def on_step(self, ctx: StepContext) -> None:
+        self._valid = ctx.valid
+
+    def on_route(self, event: RouterEvent) -> None:
+        slot = self.slots.get(event.site)
+        if slot is None:
+            return
+        logits = _logits(event, self.num_experts, self.transform)
+        for kind, acc in self.accumulators.items():
+            labels = self._labels.get(kind) if kind else None
+            if logits is None:
+                nan = torch.full((event.experts.shape[0],), float("nan"), device=event.experts.device)
+                acc.update(slot, event.experts, nan, labels, self._valid)
+            else:
+                acc.observe(slot, logits, event.experts, event.weights, labels=labels, valid=self._valid)
+
+    def drain(self) -> dict[str, dict[str, Any]]:
+        """Host copies of every accumulator (``to_host``) by label kind, then zero them."""
+        out = {kind: acc.to_host() for kind, acc in self.accumulators.items()}
+        for acc in self.accumulators.values():
+            acc.reset()
+        return out
