@@ -16,11 +16,12 @@ __all__ = ["main", "build_parser"]
 
 # command -> module under moelens.cli; each module has add_parser(subparsers) and run(args)
 COMMANDS = {
+    "demo": "demo",
     "trace": "trace",
-    "export": "export",
-    "families": "families",
     "report": "report",
     "compare": "compare",
+    "export": "export",
+    "families": "families",
 }
 
 

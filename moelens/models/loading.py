@@ -36,14 +36,15 @@ def resolve_model(name: str) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
-    try:
-        from moelens.embedded import resolve as resolve_embedded
-    except ImportError:  # pragma: no cover - the embedded package ships with moelens
-        resolve_embedded = None
-    if resolve_embedded is not None:
-        embedded = resolve_embedded(name)
-        if embedded is not None:
-            return str(embedded)
+    from moelens.embedded import ALIASES, MODELS
+    from moelens.embedded import resolve as resolve_embedded
+
+    embedded = resolve_embedded(name)
+    if embedded is not None:
+        return str(embedded)
+    if ALIASES.get(name, name) in MODELS:
+        raise ModelNotFoundError(f"the embedded model {name!r} is not installed with this copy of moelens"
+                                 " (its folder has no config.json); reinstall moelens.")
     if path.exists():
         raise ModelNotFoundError(f"{name} is a file, not a model folder; give the folder that holds config.json.")
     if name.startswith((".", "/", "~")) or os.sep in name.rstrip(os.sep).split(os.sep, 1)[0] or name.count("/") > 1:
