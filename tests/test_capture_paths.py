@@ -110,3 +110,29 @@ def test_triton_path_writes_exactly_the_rows_of_the_torch_path(tiny_model_dir, l
                                atol=1e-6)
     np.testing.assert_allclose(conf["lse"].reshape(a.num_tokens, L).T, torch.logsumexp(logits, -1).numpy(),
                                atol=1e-5)
+
+
+def test_report_of_a_stats_run_matches_the_routes_report(tiny_model_dir, labelled_jsonl, tmp_path):
+    from moelens.analysis.report import build_report
+
+    routes_db, stats_db = tmp_path / "r.duckdb", tmp_path / "s.duckdb"
+    moelens.trace(str(tiny_model_dir), str(labelled_jsonl), out=str(routes_db), progress=False)
+    moelens.trace(str(tiny_model_dir), str(labelled_jsonl), out=str(stats_db), mode="stats", progress=False)
+    full, agg = build_report(str(routes_db)).data, build_report(str(stats_db)).data
+    assert agg["run"]["mode"] == "stats" and agg["specialization"] == {}
+    assert [r["layer"] for r in agg["layers"]] == [r["layer"] for r in full["layers"]]
+    for a, b in zip(agg["layers"], full["layers"]):
+        assert a["tokens"] == b["tokens"]
+        np.testing.assert_allclose(a["load"], b["load"], rtol=1e-12)
+        for key in ("max_over_mean", "effective_experts", "gini", "entropy_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-9)
+        assert a["dead_experts"] == b["dead_experts"] and a["collapsed"] == b["collapsed"]
+    run = load_routing(routes_db)
+    languages = dict(zip(run.documents["doc_id"].to_list(), run.documents["language"].to_list()))
+    tok_lang = np.array([languages[d] for d in run.doc_id.tolist()])
+    for row in agg["label_profile"]["language"][:5]:  # share and lift recomputed from the routes run
+        li = run.layer_index(row["layer"])
+        has = (run.experts[li] == row["expert"]).any(-1)
+        share = has[tok_lang == row["value"]].mean()
+        assert row["share"] == pytest.approx(share)
+        assert row["lift"] == pytest.approx(share / has.mean())

@@ -64,6 +64,15 @@ def render_report(data: dict[str, Any], console: Any, *, top: int = 10) -> None:
             t.add_row("-", "no significant specialization", "", "", "", "", "")
         console.print(t)
 
+    for label, rows in (data.get("label_profile") or {}).items():
+        t = Table(title=f"Label profile by {escape(label)} (stats run: share and lift from aggregates, untested - "
+                        "trace with --mode routes for intervals and significance)", title_justify="left")
+        for col in ("layer", "value", "expert", "share", "lift"):
+            t.add_column(col, justify="left" if col == "value" else "right")
+        for r in sorted(rows, key=lambda r: -(r["lift"] or 0))[:top]:
+            t.add_row(str(r["layer"]), escape(str(r["value"])), str(r["expert"]), _pct(r["share"]), _f(r["lift"], 2))
+        console.print(t)
+
     if data.get("confidence"):
         t = Table(title="Router confidence (uniform router: H/log E 1, margin 0, aux loss 1)", title_justify="left")
         for col in ("layer", "H/log E", "margin", "z-loss", "aux loss"):

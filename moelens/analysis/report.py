@@ -96,6 +96,17 @@ def build_report(db: Any = None, run_id: str | None = None, options: ReportOptio
     from moelens.store.arrays import regular_pages
 
     clock = _Clock()
+    if routing is None and db is not None:
+        from moelens.analysis.stats_report import build_stats_report, is_stats_run
+        from moelens.store import Store
+
+        store = db if isinstance(db, Store) else Store(db, read_only=True)
+        try:
+            if is_stats_run(store, run_id):
+                return Report(build_stats_report(store, run_id, options), {}, clock.timings)
+        finally:
+            if store is not db:
+                store.close()
     with regular_pages():
         if routing is None:
             from moelens.analysis.routing import load_run
