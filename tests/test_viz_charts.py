@@ -112,7 +112,10 @@ def test_facade_frames_feed_every_chart(two_runs):
         spec = mv.specialization_heatmap(t.specialization("domain", run="a"))
         assert len(values_of(spec)) == 2 * 2 * 4  # layers x values x experts
         assert "facet" in spec.to_dict()
-        balance = pl.concat([t.load(run=r).with_columns(pl.lit(r).alias("run")) for r in ("a", "b")])
+        balance = t.load_runs()
+        assert balance["run"].to_list() == ["a", "a", "b", "b"]
+        for r in ("a", "b"):
+            assert balance.filter(pl.col("run") == r).drop("run").equals(t.load(run=r))
         assert len(values_of(mv.layer_balance(balance))) == 4
         nmi = mv.nmi_chart(pl.concat([t.nmi("domain", run="a"), t.nmi("position", run="a")], how="diagonal_relaxed"))
         assert {v["label"] for v in values_of(nmi)} == {"domain", "position"}

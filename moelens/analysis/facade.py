@@ -3,8 +3,10 @@
 :class:`Trace` holds a read-only connection to a trace database and caches each run's routing
 after its first use, so asking several questions of one run reads it once. Methods take
 ``run=None`` (the only run of the database, or an error listing the runs) and ``layers=None``
-(every traced MoE layer). ``sql()`` passes a query straight to DuckDB. Charts (``moelens.viz``)
-can be added as methods that take the same arguments and return Altair objects.
+(every traced MoE layer). ``sql()`` passes a query straight to DuckDB.
+
+Charts are functions of :mod:`moelens.viz` over these frames (``moelens.viz.load_heatmap(
+t.expert_load())``), not methods: the analysis layer never imports the presentation layer.
 """
 
 from __future__ import annotations
@@ -96,6 +98,19 @@ class Trace:
     def load(self, run: str | None = None, layers: Iterable[int] | None = None, options: LoadOptions = LoadOptions()):
         """Per-layer load, imbalance, entropy, dead experts, collapse verdict and EP balancedness."""
         return _load.load_summary(self.routing(run, layers), layers, options)
+
+    def load_runs(self, runs: Iterable[str] | None = None, layers: Iterable[int] | None = None,
+                  options: LoadOptions = LoadOptions()):
+        """:meth:`load` of several runs (default: every run of the database) in one frame with a ``run``
+        column, e.g. a balanced and a collapsed checkpoint side by side."""
+        import polars as pl
+
+        names = list(runs) if runs is not None else self.store.run_ids()
+        frames = [self.load(name, layers, options).with_columns(pl.lit(name).alias("run")) for name in names]
+        if not frames:
+            return pl.DataFrame()
+        out = pl.concat(frames, how="diagonal_relaxed")
+        return out.select("run", *[c for c in out.columns if c != "run"])
 
     def expert_load(self, run: str | None = None, layers: Iterable[int] | None = None,
                     options: LoadOptions = LoadOptions()):

@@ -25,7 +25,12 @@ __all__ = ["load_heatmap", "specialization_heatmap", "layer_balance", "nmi_chart
 
 
 def to_altair(spec: dict[str, Any]) -> Any:
-    """An Altair chart object for a Vega-Lite spec dict (single, layered, faceted or concatenated)."""
+    """An Altair chart object for a Vega-Lite spec dict (single, layered, faceted or concatenated).
+
+    The spec's ``config`` and ``$schema`` are left out so that charts compose with ``|`` and ``&``
+    (Altair allows ``config`` only at the top level); the dashboard keeps them.
+    """
+    spec = {key: value for key, value in spec.items() if key not in ("config", "$schema")}
     try:
         import altair as alt
     except ImportError as exc:  # pragma: no cover - depends on the environment
