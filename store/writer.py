@@ -58,15 +58,18 @@ def _pad(array: np.ndarray, width: int, fill: float) -> np.ndarray:
     return out
 
 
+def _route_keys(batch: WriteBatch) -> dict[str, pa.Array]:
+    """The (doc_id, pos, site) columns that route-aligned tables (routes, logits, confidence) share."""
+    return {"doc_id": pa.array(batch.route_doc.astype(np.int32, copy=False)),
+            "pos": pa.array(batch.route_pos.astype(np.int32, copy=False)),
+            "site": pa.array(batch.route_site.astype(np.int16, copy=False))}
+
+
 def routes_arrow(batch: WriteBatch, table_k: int) -> pa.Table:
     """The physical route rows of ``batch`` for a run table sized for ``table_k`` choices."""
     experts = pack_experts(_pad(batch.experts.astype(np.int16, copy=False), table_k, -1))
     weights = pack_weights(_pad(batch.weights.astype(np.float32, copy=False), table_k, 0.0))
-    columns = {
-        "doc_id": pa.array(batch.route_doc.astype(np.int32, copy=False)),
-        "pos": pa.array(batch.route_pos.astype(np.int32, copy=False)),
-        "site": pa.array(batch.route_site.astype(np.int16, copy=False)),
-    }
+    columns = _route_keys(batch)
     for i, name in enumerate(schema.expert_columns(table_k)):
         columns[name] = pa.array(np.ascontiguousarray(experts[:, i]))
     for i, name in enumerate(schema.weight_columns(table_k)):
@@ -148,9 +151,7 @@ class TraceWriter:
             cursor.execute(f"INSERT INTO {schema.route_table(key)} SELECT * FROM _ml_routes")
             if batch.logits is not None and len(batch.logits):
                 logits = pa.table({
-                    "doc_id": pa.array(batch.route_doc.astype(np.int32, copy=False)),
-                    "pos": pa.array(batch.route_pos.astype(np.int32, copy=False)),
-                    "site": pa.array(batch.route_site.astype(np.int16, copy=False)),
+                    **_route_keys(batch),
                     "logits": pa.FixedSizeListArray.from_arrays(
                         pa.array(np.ascontiguousarray(batch.logits, dtype=np.float32).reshape(-1)),
                         batch.logits.shape[1]),
@@ -159,9 +160,7 @@ class TraceWriter:
                 cursor.execute(f"INSERT INTO {schema.logits_table(key)} SELECT * FROM _ml_logits")
             if batch.confidence is not None and len(batch.confidence):
                 conf = pa.table({
-                    "doc_id": pa.array(batch.route_doc.astype(np.int32, copy=False)),
-                    "pos": pa.array(batch.route_pos.astype(np.int32, copy=False)),
-                    "site": pa.array(batch.route_site.astype(np.int16, copy=False)),
+                    **_route_keys(batch),
                     "entropy": pa.array(np.ascontiguousarray(batch.confidence[:, 0], dtype=np.float32)),
                     "margin": pa.array(np.ascontiguousarray(batch.confidence[:, 1], dtype=np.float32)),
                     "lse": pa.array(np.ascontiguousarray(batch.confidence[:, 2], dtype=np.float32)),
