@@ -258,6 +258,10 @@ def test_runs_switch_and_comparison_equals_hand_computed_saturation(tmp_path):
     # shares a: 1/4 each; b: 1/8, 3/8, 1/4, 1/4 -> TV = (1/8 + 1/8) / 2
     assert layer["load_tv"] == pytest.approx(0.125)
     assert run_file(tmp_path / "site", 1)["layers"][0]["counts"] == [1, 3, 2, 2]
+    export_site(db, tmp_path / "first", default_run="a")
+    assert read_data_file(tmp_path / "first" / "data" / "index.js")["default_run"] == 0
+    with pytest.raises(StoreError, match="default_run 'c'"):
+        export_site(db, tmp_path / "bad", default_run="c")
 
 
 def test_cli_export_site(traced, tmp_path):

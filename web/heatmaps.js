@@ -79,6 +79,8 @@
         `(1 = no preference; orange above, blue below; log scale). Opaque with an outline: significant (q ≤ ${o.alpha}, CI above 1, ` +
         `lift ≥ ${o.min_lift}, ≥ ${o.min_count} tokens). Faded: tested, not significant. Grey: not tested ` +
         `(fewer than ${o.min_tokens} tokens in ${o.min_docs} documents).`),
+      el("div", {class: "key small"}, el("span", {class: "key-cell sig"}), "significant",
+         el("span", {class: "key-cell muted-cell"}), "tested, not significant", el("span", {class: "key-cell untested"}), "not tested"),
       chart));
     main.append(M.section(`Significant ${lab.name} specialization${layer === null ? "" : " at layer " + layer} (top ${o.top} per value and layer)`,
       sig.length ? el("div", {class: "scroll"}, M.table([lab.name, "layer", "expert", "share", "lift", "95% CI", "q", "tokens"], rows, {id: "significant-table"}))

@@ -9,7 +9,7 @@
     const r = run.run;
     const items = [
       ["run", r.run_id], ["model", r.model], ["family", r.family], ["dataset", r.dataset],
-      ["status", r.status], ["created", r.created_at], ["experts (E)", r.num_experts], ["top-k", r.top_k],
+      ["status", r.status], ["created", r.created_at ? String(r.created_at).replace("T", " ").slice(0, 16) : null], ["experts (E)", r.num_experts], ["top-k", r.top_k],
       ["shared experts", r.num_shared_experts], ["scoring", r.scoring], ["MoE layers", r.layers.join(", ")],
       ["documents", fmt.int(r.documents)], ["tokens", fmt.int(r.tokens)], ["moelens", r.moelens_version],
     ];

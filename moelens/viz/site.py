@@ -96,15 +96,28 @@ def _comparisons(loaded: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def export_site(db: Any, out_dir: str | os.PathLike, *, run_id: str | None = None,
+def _run_entry(index: int, data: dict[str, Any]) -> dict[str, Any]:
+    """The index's summary of one exported run."""
+    run = data["run"]
+    keys = ("run_id", "model", "family", "dataset", "status", "created_at", "num_experts", "top_k", "tokens",
+            "documents", "layers")
+    return {"index": index, "file": f"data/run-{index}.js", **{key: run.get(key) for key in keys},
+            "collapsed_layers": sum(bool(r["collapsed"]) for r in data["layers"]),
+            "layer_balance": [{key: r[key] for key in ("layer", "effective_experts", "effective_fraction",
+                                                        "max_over_mean", "collapsed")} for r in data["layers"]]}
+
+
+def export_site(db: Any, out_dir: str | os.PathLike, *, run_id: str | None = None, default_run: str | None = None,
                 caps: SiteCaps = SiteCaps(), options: Any = None) -> Path:
     """Write the static dashboard of ``db`` into ``out_dir`` and return the path of its ``index.html``.
 
-    Every run of the database is exported (the last one is shown first), or only ``run_id``.
-    Runs without per-token routes (``--mode stats``, or nothing traced yet) are listed as skipped.
-    ``caps`` bounds the sampled parts (documents, contexts; see :class:`SiteCaps`).
+    Every run of the database is exported, or only ``run_id``; the page opens on ``default_run``
+    (default: the last run) and lets the reader switch between runs. Runs without per-token routes
+    (``--mode stats``, or nothing traced yet) are listed as skipped. ``caps`` bounds the sampled
+    parts (documents, contexts; see :class:`SiteCaps`).
     """
     from moelens.analysis.options import ReportOptions
+    from moelens.errors import RunNotFoundError, StoreError
     from moelens.store import Store
     from moelens.store.arrays import load_routing
     from moelens.viz.specs import all_specs
@@ -117,13 +130,14 @@ def export_site(db: Any, out_dir: str | os.PathLike, *, run_id: str | None = Non
         run_ids = [store.require_run(run_id).run_id] if run_id is not None else store.run_ids()
         if not run_ids:
             store.require_run(None)  # raises the "no runs yet" error
+        if default_run is not None and default_run not in run_ids:
+            raise RunNotFoundError(f"default_run {default_run!r} is not among the exported runs: {', '.join(run_ids)}.")
         data_dir.mkdir(parents=True, exist_ok=True)
         for old in data_dir.glob("run-*.js"):
             old.unlink()
         runs, skipped, loaded = [], [], []
         for rid in run_ids:
-            tokens = store.con.execute("SELECT count(*) FROM tokens WHERE run_id = ?", [rid]).fetchone()[0]
-            if not tokens:
+            if not store.con.execute("SELECT count(*) FROM tokens WHERE run_id = ?", [rid]).fetchone()[0]:
                 skipped.append({"run_id": rid, "reason": "no per-token routes (stats mode or nothing traced)"})
                 continue
             routing = load_routing(store, rid, weights=True, token_text=True)
@@ -131,24 +145,20 @@ def export_site(db: Any, out_dir: str | os.PathLike, *, run_id: str | None = Non
             index = len(runs)
             _write_data(data_dir / f"run-{index}.js", f"(window.MOELENS_RUNS = window.MOELENS_RUNS || {{}})[{index}]",
                         data)
-            run = data["run"]
-            runs.append({"index": index, "file": f"data/run-{index}.js", **{key: run.get(key) for key in (
-                "run_id", "model", "family", "dataset", "status", "created_at", "num_experts", "top_k", "tokens",
-                "documents", "layers")},
-                "collapsed_layers": sum(bool(r["collapsed"]) for r in data["layers"]),
-                "layer_balance": [{key: r[key] for key in ("layer", "effective_experts", "effective_fraction",
-                                                            "max_over_mean", "collapsed")} for r in data["layers"]]})
+            runs.append(_run_entry(index, data))
             if len(run_ids) <= caps.max_compare_runs:
                 loaded.append(_light(routing))
             del routing
         if not runs:
-            from moelens.errors import StoreError
-
             raise StoreError(f"no run of {store.path} has per-token routes to show; trace with --mode routes.")
+        shown = [r["index"] for r in runs if r["run_id"] == default_run]
+        if default_run is not None and not shown:
+            raise StoreError(f"default_run {default_run!r} has no per-token routes to show.")
         index_data = {"schema": INDEX_SCHEMA, "schema_version": 1,
                       "generator": {"name": "moelens", "version": __version__},
                       "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                      "database": os.path.basename(str(store.path)), "runs": runs, "default_run": len(runs) - 1,
+                      "database": os.path.basename(str(store.path)), "runs": runs,
+                      "default_run": shown[0] if shown else len(runs) - 1,
                       "skipped": skipped, "comparisons": _comparisons(loaded),
                       "specs": all_specs(options.load.collapse_effective)}
         _write_data(data_dir / "index.js", "window.MOELENS_SITE", compact(index_data))
