@@ -6,6 +6,11 @@
   M.views = M.views || {};
 
   const stepFor = (n, width) => Math.max(7, Math.min(30, Math.floor(width / Math.max(n, 1))));
+  /** Expert ids on narrow columns: label even ids only (as moelens.viz.specs does). */
+  function expertAxis(encoding, step) {
+    if (step < 18) encoding.x.axis.labelExpr = "datum.value % 2 == 0 ? datum.label : ''";
+    else delete encoding.x.axis.labelExpr;
+  }
 
   M.views.load = function load(run, st, main) {
     const E = run.run.num_experts;
@@ -15,6 +20,7 @@
     M.chart(chart, "load_heatmap", values, (spec) => {
       spec.width = {step: stepFor(E, 900)};
       spec.height = {step: Math.max(12, Math.min(24, stepFor(run.layers.length, 600)))};
+      expertAxis(spec.encoding, spec.width.step);
     }, (d) => M.openExpert(d.layer, d.expert));
     const flagged = run.experts.filter((x) => x.dead || x.overloaded);
     const rows = flagged.map((x) => el("tr", null, el("td", null, x.layer), el("td", null, M.chip(x.expert, null, () => M.openExpert(x.layer, x.expert))),
@@ -65,6 +71,7 @@
       inner.encoding.y.title = lab.name;
       inner.encoding.tooltip[1].title = lab.name;
       inner.width = {step: stepFor(run.run.num_experts, all ? 900 / layers.length : 900)};
+      expertAxis(inner.encoding, inner.width.step);
       inner.height = {step: Math.max(10, Math.min(20, Math.floor(520 / Math.max(lab.values.length, 1))))};
     }, (d) => M.openExpert(d.layer, d.expert));
     const sig = ((run.report.specialization || {})[lab.name] || []).filter((r) => layer === null || r.layer === layer);

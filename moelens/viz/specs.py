@@ -17,6 +17,12 @@ __all__ = ["SCHEMA_URL", "load_heatmap", "lift_heatmap", "layer_balance", "nmi_c
 SCHEMA_URL = "https://vega.github.io/schema/vega-lite/v6.json"  # an identifier only: nothing fetches it
 MUTED_OPACITY = 0.22  # non-significant specialization cells
 UNTESTED_COLOR = "#e4e4e4"  # cells of values with too few tokens or documents to test
+_EXPERT_AXIS = {"labelAngle": 0}
+SPARSE_LABELS = "datum.value % 2 == 0 ? datum.label : ''"  # expert ids on narrow columns: even ids only
+
+
+def _expert_axis(step: int) -> dict[str, Any]:
+    return {**_EXPERT_AXIS, "labelExpr": SPARSE_LABELS} if step < 18 else dict(_EXPERT_AXIS)
 _CONFIG = {"view": {"stroke": None}, "axis": {"labelFontSize": 11, "titleFontSize": 12},
            "legend": {"labelFontSize": 11, "titleFontSize": 11}}
 
@@ -42,7 +48,7 @@ def load_heatmap(values: list[dict[str, Any]] | None = None, *, title: str | Non
         "transform": [{"calculate": "clamp(max(datum.utilization, 0.125), 0.125, 8)", "as": "utilization_color"}],
         "mark": {"type": "rect", "stroke": "white", "strokeWidth": 0.5, "cursor": "pointer"},
         "encoding": {
-            "x": {"field": "expert", "type": "ordinal", "title": "expert", "axis": {"labelAngle": 0}},
+            "x": {"field": "expert", "type": "ordinal", "title": "expert", "axis": _expert_axis(step)},
             "y": {"field": "layer", "type": "ordinal", "title": "layer"},
             "color": {"field": "utilization_color", "type": "quantitative", "title": ["utilization", "(1 = fair share)"],
                       "scale": {"type": "log", "domain": [0.125, 8], "domainMid": 1, "scheme": "blueorange",
@@ -71,7 +77,7 @@ def lift_heatmap(values: list[dict[str, Any]] | None = None, *, label: str = "va
         "transform": [{"calculate": "datum.lift == null ? null : clamp(datum.lift, 0.25, 4)", "as": "lift_color"}],
         "mark": {"type": "rect", "cursor": "pointer", "stroke": "#222"},
         "encoding": {
-            "x": {"field": "expert", "type": "ordinal", "title": "expert", "axis": {"labelAngle": 0}},
+            "x": {"field": "expert", "type": "ordinal", "title": "expert", "axis": _expert_axis(step)},
             "y": {"field": "value", "type": "nominal", "title": label,
                   "sort": {"field": "value_index", "op": "min", "order": "ascending"}},
             "color": {"condition": {"test": "!datum.tested || datum.lift == null", "value": UNTESTED_COLOR},
@@ -129,7 +135,8 @@ def layer_balance(values: list[dict[str, Any]] | None = None, *, collapse_effect
                              panel("max_over_mean", "max / mean load", 1.0, None)]}, values, title)
 
 
-def nmi_chart(values: list[dict[str, Any]] | None = None, *, title: str | None = None) -> dict[str, Any]:
+def nmi_chart(values: list[dict[str, Any]] | None = None, *,
+              title: str | None = "NMI(expert; label) per layer - dashed: labels shuffled") -> dict[str, Any]:
     """NMI between expert and label per layer (solid) and after shuffling the label across documents (dashed).
 
     Fields: ``label``, ``layer``, ``nmi``, ``nmi_permuted`` (null for token labels), ``nmi_baseline``.
@@ -142,9 +149,7 @@ def nmi_chart(values: list[dict[str, Any]] | None = None, *, title: str | None =
             "x": {"field": "layer", "type": "ordinal", "axis": {"labelAngle": 0}},
             "y": {"field": "value", "type": "quantitative", "title": "NMI(expert; label)"},
             "color": {"field": "label", "type": "nominal"},
-            "strokeDash": {"field": "measure", "type": "nominal", "title": None,
-                           "legend": {"symbolType": "stroke",
-                                      "labelExpr": "datum.label == 'nmi' ? 'observed' : 'labels shuffled'"}},
+            "strokeDash": {"field": "measure", "type": "nominal", "legend": None},  # explained in the title
             "tooltip": [{"field": "label", "type": "nominal"}, {"field": "layer", "type": "ordinal"},
                         {"field": "measure", "type": "nominal"},
                         {"field": "value", "type": "quantitative", "format": ".4f"},
@@ -188,7 +193,7 @@ def load_shift_heatmap(values: list[dict[str, Any]] | None = None, *, title: str
     return _top({
         "mark": {"type": "rect", "stroke": "white", "strokeWidth": 0.5},
         "encoding": {
-            "x": {"field": "expert", "type": "ordinal", "axis": {"labelAngle": 0}},
+            "x": {"field": "expert", "type": "ordinal", "axis": _expert_axis(step)},
             "y": {"field": "layer", "type": "ordinal"},
             "color": {"field": "delta", "type": "quantitative", "title": "share b - a",
                       "scale": {"scheme": "blueorange", "domainMid": 0}},
