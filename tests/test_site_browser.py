@@ -139,6 +139,18 @@ def test_heatmaps_have_one_cell_per_layer_expert_and_value(session, site, tmp_pa
     layers = [r[0] for r in sql(db, "SELECT layer FROM sites WHERE run_id = 'tiny' AND is_primary ORDER BY layer")]
     session.open("view=load&run=0", "#load-heatmap[data-rendered=true]")
     assert len(cells(session.page, "load-heatmap")) == len(layers) * E
+    # flagged experts: dead = under 10 % of a fair share, overloaded = at least twice (counted in SQL)
+    counts = {(layer, e): n for layer, e, n in sql(
+        db, "SELECT layer, expert, count(*) FROM routes WHERE run_id = 'tiny' AND expert >= 0 GROUP BY ALL")}
+    for row in session.page.query_selector_all("#flag-table tbody tr"):
+        layer = int(row.get_attribute("data-layer"))
+        c = np.array([counts.get((layer, e), 0) for e in range(E)])
+        util = c / (c.sum() / E)
+        never, dead, over = ([int(x.get_attribute("data-expert")) for x in td.query_selector_all(".chip")]
+                             for td in row.query_selector_all("td")[1:])
+        assert never == [e for e in range(E) if c[e] == 0]
+        assert dead == [e for e in range(E) if 0 < c[e] and util[e] < 0.1]
+        assert over == [e for e in range(E) if util[e] >= 2.0]
     session.shot("load-heatmap", tmp_path)
 
     values = [r[0] for r in sql(db, "SELECT DISTINCT domain FROM documents WHERE run_id = 'tiny'")]

@@ -26,14 +26,14 @@
   function tokenList(items, extra) {
     if (!items.length) return el("p", {class: "muted small"}, "none");
     return el("ol", {class: "tokens-list"}, items.map((t) => el("li", null,
-      el("span", {class: "token-box"}, M.showToken(t.token)), " ", el("span", {class: "small muted"}, extra(t)))));
+      el("span", {class: "token-box"}, M.showToken(t.token)), " ", el("bdi", {class: "small muted"}, extra(t)))));
   }
 
   function contexts(run, x) {
     if (!x.contexts.length) return el("p", {class: "muted small"}, "no tokens were routed to this expert");
     const sampled = new Map(run.documents.map((d, i) => [d.doc_id, i]));
     return el("div", {class: "contexts"}, x.contexts.map((c) => {
-      const line = el("div", {class: "context-text"});
+      const line = el("div", {class: "context-text", dir: "auto"});
       for (const t of c.before) line.append(el("span", null, t));
       line.append(el("mark", {class: "context-token", style: {"background-color": M.expertColor(x.expert)}}, c.token));
       for (const t of c.after) line.append(el("span", null, t));

@@ -23,16 +23,22 @@
       expertAxis(spec.encoding, spec.width.step);
     }, (d) => M.openExpert(d.layer, d.expert));
     const flagged = run.experts.filter((x) => x.dead || x.overloaded);
-    const rows = flagged.map((x) => el("tr", null, el("td", null, x.layer), el("td", null, M.chip(x.expert, null, () => M.openExpert(x.layer, x.expert))),
-      el("td", null, fmt.int(x.count)), el("td", null, fmt.pct(x.share, 2)), el("td", null, fmt.num(x.utilization)),
-      el("td", null, x.never_routed ? "never routed" : x.dead ? "dead" : "overloaded")));
+    const chips = (xs) => (xs.length ? xs.map((x) => M.chip(x.expert, fmt.num(x.utilization), () => M.openExpert(x.layer, x.expert))) : "–");
+    const rows = run.layers.map((l) => {
+      const mine = run.experts.filter((x) => x.layer === l.layer);
+      return el("tr", {dataset: {layer: l.layer}}, el("td", null, l.layer),
+        el("td", null, chips(mine.filter((x) => x.never_routed))),
+        el("td", null, chips(mine.filter((x) => x.dead && !x.never_routed))),
+        el("td", null, chips(mine.filter((x) => x.overloaded))));
+    });
     main.append(M.section("Layer × expert load",
       el("p", {class: "small muted"}, `Colour: utilization = the expert's share of the layer's routed choices / (1/E); ` +
         `1 (white) = a fair share, blue = under-used, orange = over-used (log scale, clipped to 1/8…8). Click a cell for the expert card.`),
       chart));
-    main.append(M.section(`Flagged experts (${flagged.length})`, flagged.length ? M.table(["layer", "expert", "tokens", "share", "utilization", "flag"], rows)
-      : el("p", {class: "muted"}, "No dead or overloaded expert."),
-      el("p", {class: "small muted"}, `Dead: utilization < ${run.options.dead_threshold}; overloaded: utilization ≥ ${run.options.overloaded}.`)));
+    main.append(M.section(`Flagged experts (${flagged.length} of ${run.experts.length})`,
+      M.table(["layer", "never routed", "dead", "overloaded"], rows, {id: "flag-table"}),
+      el("p", {class: "small muted"}, `Chips show the utilization. Dead: utilization < ${run.options.dead_threshold}; ` +
+        `overloaded: utilization ≥ ${run.options.overloaded}.`)));
   };
 
   /** Heatmap rows of one label (all layers, or one). */

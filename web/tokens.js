@@ -55,7 +55,7 @@
       layers.map((l) => el("option", {value: l, selected: l === layer}, `layer ${l}`)));
 
     const counts = new Map();
-    const text = el("div", {id: "token-text", class: "token-text", dataset: {doc: doc.doc_id, layer}});
+    const text = el("div", {id: "token-text", class: "token-text", dir: "auto", dataset: {doc: doc.doc_id, layer}});
     for (let t = 0; t < T; t++) {
       const first = doc.experts[(li * T + t) * k];
       counts.set(first, (counts.get(first) || 0) + 1);
