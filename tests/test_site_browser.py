@@ -258,12 +258,12 @@ def test_payloads_render_as_literal_text_and_execute_nothing(session, site, tmp_
     assert page.eval_on_selector("#run-select", "s => s.options[s.selectedIndex].textContent") == BAD_RUN
     page.query_selector_all("#token-text .tok")[1].hover()
     assert page.text_content(".route-token") == BAD_TOKENS[1].replace(" ", "·")
+    session.shot("payloads", tmp_path)
     session.open("view=expert&run=1&layer=0&expert=0", "#expert-card")
     assert BAD_TOKENS[0] in page.text_content("#expert-card .tokens-list")
     assert page.text_content("#expert-card .context-text") == "".join(BAD_TOKENS[:3])  # expert 0 takes token 0 first
     assert page.text_content("#expert-card .context-token") == BAD_TOKENS[0]
     session.open("view=overview&run=1", "#balance-chart[data-rendered=true]")
     assert BAD_RUN in page.text_content("#main")
-    session.shot("payloads", tmp_path)
     assert page.evaluate("document.querySelectorAll('b, div[onerror], [onmouseover], [onerror]').length") == 0
     session.assert_clean()
