@@ -72,12 +72,14 @@ def _loss_table(ck: dict, kind: str) -> str:
 
 def _load_table(card: dict) -> str:
     out = ["| checkpoint | layer | max/mean load | effective experts exp(H) | dead experts | "
-           "min share | max share |", "|---|---|---|---|---|---|---|"]
+           "min share | max share | median top-1 − top-2 logit | last slot weight = 0 | "
+           "exp(H), slots ranked by logit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, ck in card["checkpoints"].items():
         for r in ck["load"]:
             out.append(f"| {name} | {r['layer']} | {r['max_over_mean']:.2f} | "
                        f"{r['effective_experts']:.2f} | {r['dead_experts']} | {r['min_share']:.4f} | "
-                       f"{r['max_share']:.3f} |")
+                       f"{r['max_share']:.3f} | {r['median_logit_gap']:.1f} | "
+                       f"{100 * r['last_slot_zero_weight']:.0f} % | {r['effective_experts_logit_rank']:.2f} |")
     return "\n".join(out)
 
 
@@ -95,6 +97,48 @@ def _spec_table(ck: dict, kind: str, top: int | None = None) -> str:
                    f"{r['share']:.3f} | {r['ratio_to_uniform']:.2f} | {r['ci95'][0]:.3f} – "
                    f"{r['ci95'][1]:.3f} | {r['overall_share']:.3f} | {r['lift']:.2f} |")
     return "\n".join(out)
+
+
+def _lift_summary(card: dict) -> list[str]:
+    """Share alone cannot tell specialisation from concentration; say how the lifts compare."""
+    if "random-init" not in card["checkpoints"]:
+        return []
+
+    def best_lifts(name: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for r in card["checkpoints"][name]["specialisation"]["language"]:
+            if r["ratio_to_uniform"] >= out.get(r["label"], (0, 0))[0]:
+                out[r["label"]] = (r["ratio_to_uniform"], r["lift"])
+        return {label: lift for label, (_, lift) in out.items()}
+
+    trained, control = best_lifts("moelens-mini"), best_lifts("random-init")
+    return [
+        "The never-trained control also clears \"twice the uniform share\" for every language, so that "
+        "criterion alone does not prove learned structure; the lift does: for the most specialised "
+        f"expert of each language it is {min(trained.values()):.2f}–{max(trained.values()):.2f} in "
+        f"moelens-mini against {min(control.values()):.2f}–{max(control.values()):.2f} in the control.", ""]
+
+
+def _attempts(card: dict) -> list[str]:
+    """The rejected collapse attempts, with their measured figures (if they were measured)."""
+    lr10 = card["checkpoints"].get("collapsed-lr10")
+    if not lr10:
+        return []
+    bal = card["checkpoints"]["moelens-mini"]
+    eff = " / ".join(f"{r['effective_experts']:.2f}" for r in lr10["load"])
+    dead = " / ".join(str(r["dead_experts"]) for r in lr10["load"])
+    half = " / ".join(f"{r['effective_experts'] / 2:.2f}" for r in bal["load"])
+    return [
+        "How the collapse setting was chosen: without balancing and with a 10× router learning rate, "
+        "routing does not collapse far in this small model. A run with that setting (otherwise identical, 400 "
+        "steps; `--variant collapsed-lr10`, not shipped) ended with effective experts "
+        f"{eff} per layer and {dead} dead experts on the evaluation split — clearly unbalanced but not "
+        f"at or below half the balanced model's ({half}) in most layers. A run that also dropped "
+        "the top-k renormalisation (`--variant collapsed-unnormalised`) looked the same in its "
+        "training log and was stopped at step 300, as was, at step 125, a 10× run with the default "
+        "router init (std 0.02) when the CPU budget was re-planned; two runs with a zero-initialised router (10× and "
+        "100× router learning rate) were stopped at step 225 once the shipped variant had been "
+        "measured. The shipped variant raises the router learning rate to 100× (0.3 at its peak).", ""]
 
 
 def render_main(card: dict, config: dict) -> str:
@@ -171,7 +215,7 @@ def render_main(card: dict, config: dict) -> str:
         "step-seeded generator (a resumed run sees the same batches). Trained on CPU "
         f"({tr['moelens-mini'].get('threads')} thread per run, two runs side by side, niced, on a "
         "shared 2-core machine).", "",
-        "| checkpoint | command | steps | tokens processed | wall time | final LM loss (train batch) | final balancing loss |",
+        "| checkpoint | command | steps | tokens processed | wall time | final LM loss (train batch) | final balancing loss (2.0 = balanced) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in MODELS:
@@ -201,6 +245,7 @@ def render_main(card: dict, config: dict) -> str:
         f"{tr['moelens-mini-collapsed'].get('steps', 0):,} steps with its own cosine schedule (collapse "
         "sets in within the first few hundred steps, and CPU time on the shared machine was short), "
         "so its language-model loss is not comparable to the balanced model's.", "",
+        *_attempts(card),
         "The balanced run was started with `--steps 1800`, stopped after its step-100 checkpoint when the "
         "shared machine turned out slower than measured, and resumed with `--steps 1250` (the command "
         "shown). Batches are drawn by step and steps 0–149 are linear warm-up whatever the total, so "
@@ -224,6 +269,18 @@ def render_main(card: dict, config: dict) -> str:
         _load_table(card), "",
         f"Effective experts per layer: balanced {eff_b}; collapsed {eff_c} — the collapsed variant is "
         f"at or below half the balanced count in {acc['collapse_layers_halved']} of {len(bal['load'])} layers.", "",
+        "The collapsed router is also saturated: its top-1 logit exceeds the runner-up by "
+        f"{min(r['median_logit_gap'] for r in col['load']):.0f}–{max(r['median_logit_gap'] for r in col['load']):.0f} "
+        "(median per layer), so for "
+        f"{100 * min(r['last_slot_zero_weight'] for r in col['load']):.0f}–"
+        f"{100 * max(r['last_slot_zero_weight'] for r in col['load']):.0f} % of tokens the second expert's "
+        "softmax probability underflows to exactly 0 and `torch.topk` fills the second slot by "
+        "tie-breaking among zero-probability experts. The table counts slots as the model dispatches "
+        "them (that is what the router returns and what capture records); ranking the slots by logit "
+        "instead gives effective experts " + " / ".join(
+            f"{r['effective_experts_logit_rank']:.2f}" for r in col["load"])
+        + f", still at or below half the balanced count in {acc['collapse_layers_halved_logit_rank']} "
+        f"of {len(bal['load'])} layers. In effect the collapsed model routes top-1.", "",
         "## Specialisation", "",
         f"Share of a label's tokens routed to an expert (OLMoE, arXiv 2409.02060, eq. 7): "
         f"N(expert in top-{k}, label) / N(label tokens); uniform {k / E:.3f}. For each label the table "
@@ -237,7 +294,7 @@ def render_main(card: dict, config: dict) -> str:
         "deep-layer tokens to a few experts almost regardless of input, so its shares are also high "
         "while its lifts stay small:", "",
         _spec_table(card["checkpoints"]["random-init"], "language") if "random-init" in card["checkpoints"] else "",
-        "",
+        "", *_lift_summary(card),
         f"Acceptance: in at least one layer some language's most specialised expert receives at least "
         f"twice the uniform share with an interval excluding it — here {acc['specialised_pairs']} "
         f"(language, layer) pairs do; the strongest is **{b['label']}**, layer {b['layer']}, expert "
@@ -255,8 +312,12 @@ def render_main(card: dict, config: dict) -> str:
         "python -m moelens.embedded.corpus --out /tmp/moelens/corpus --install-eval   # needs py3langid, npm, apt-get",
         *[f"nohup nice -n 15 {tr[n]['command']} > /tmp/moelens/train-{n}.log 2>&1 &" for n in
           ("moelens-mini", "moelens-mini-collapsed") if tr[n]],
-        "python -m moelens.embedded.measure --unigram-from /tmp/moelens/w-bal/tokens.npy "
-        "--out moelens/embedded/models/moelens-mini/moelens_card.json",
+        *(["# the rejected 10x-router-learning-rate attempt, measured for comparison:",
+            "python -m moelens.embedded.train --corpus /tmp/moelens/corpus --work /tmp/moelens/w-col "
+            "--tokenizer-from /tmp/moelens/w-bal --variant collapsed-lr10 --steps 400 --threads 1 "
+            "--export /tmp/moelens/export-collapsed-lr10"] if "collapsed-lr10" in card["checkpoints"] else []),
+        card.get("command", "python -m moelens.embedded.measure --out "
+                 "moelens/embedded/models/moelens-mini/moelens_card.json"),
         "python -m moelens.embedded.card --corpus-summary /tmp/moelens/corpus/summary.json",
         "```", "",
         "Figures in this card: `moelens_card.json` beside it (written by `moelens.embedded.measure`).", "",
@@ -279,9 +340,10 @@ def render_other(name: str, card: dict) -> str:
                               f"{t.get('steps')} steps ({t.get('tokens_processed', 0):,} tokens). For drift "
                               "and router-saturation analyses against the final model.",
         "moelens-mini-collapsed": "The `moelens-mini` architecture trained on the same data without load "
-                                  f"balancing and with a {t.get('router_lr_mult')}× router learning rate: "
-                                  "its routing collapses onto a few experts. For collapse / dead-expert "
-                                  "analyses.",
+                                  f"balancing, with a {t.get('router_lr_mult'):g}× router learning rate and "
+                                  f"router init std {t.get('router_init_std')}: its routing collapses onto a "
+                                  "few experts and its router saturates (the second top-k slot usually "
+                                  "has weight exactly 0). For collapse / dead-expert analyses.",
     }[name]
     a = ck["loss"]["all"]["all"]
     return "\n".join([

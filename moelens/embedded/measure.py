@@ -14,6 +14,10 @@ top-k choices, and derives from them (definitions as in OLMoE, arXiv 2409.02060,
   N(e in top-k, L) / N(L); the most specialised expert per layer and label, its ratio to k/E,
   and a bootstrap over documents (resample the label's documents with replacement, 1,000
   times, 95 % percentile interval) for that expert;
+* router diagnostics: median top-1 minus top-2 logit, the share of tokens whose last top-k slot
+  has weight exactly 0 (softmax underflow; the slot is then filled by ``torch.topk``'s tie-breaking
+  among zero-probability experts, which is still what the model dispatches) and the effective
+  experts when the slots are ranked by logits instead;
 * router saturation of the early checkpoint: mean |topk_early ∩ topk_final| / k per token;
 * lift: that share divided by the expert's share of all evaluation tokens (a router that sends
   everything to one expert has share 1 for every label but lift 1); the same figures for a
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +71,17 @@ def random_init(folder: Path, seed: int = 0):
 
 
 def trace(model, ids: list[list[int]]):
-    """Per document: top-k indices [layers, T, k] (T = doc tokens, BOS excluded) and CE per token."""
+    """Run each document; per document return the routers' top-k indices [layers, T, k]
+    (T = doc tokens, BOS excluded), the CE per token, and router diagnostics [layers, T, 3]:
+    top-1 minus top-2 logit, whether the renormalised weight of the last slot is exactly 0, and
+    (columns 3..) the top-k by logit ranking."""
     import torch
 
     gates = [layer.mlp.gate for layer in model.model.layers if hasattr(layer.mlp, "gate")]
     captured: list = []
-    handles = [g.register_forward_hook(lambda m, i, o: captured.append(o[2].detach()))
+    handles = [g.register_forward_hook(lambda m, i, o: captured.append((o[0].detach(), o[1].detach(), o[2].detach())))
                for g in gates]
-    topk, ce = [], []
+    topk, ce, diag = [], [], []
     try:
         with torch.no_grad():
             for seq in ids:
@@ -81,11 +89,35 @@ def trace(model, ids: list[list[int]]):
                 x = torch.tensor([seq])
                 logits = model(input_ids=x).logits[0, :-1].float()
                 ce.append(torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="none").numpy())
-                topk.append(torch.stack(captured)[:, 1:].numpy())
+                topk.append(torch.stack([c[2] for c in captured])[:, 1:].numpy())
+                rows = []
+                for router_logits, weights, _ in captured:
+                    lg = router_logits[1:].float()
+                    top = lg.topk(weights.shape[-1], dim=-1)
+                    gap = top.values[:, 0] - top.values[:, 1]
+                    zero = (weights[1:, -1] == 0).float()
+                    rows.append(torch.cat([gap[:, None], zero[:, None], top.indices.float()], dim=1))
+                diag.append(torch.stack(rows).numpy())
     finally:
         for h in handles:
             h.remove()
-    return model.config, topk, ce
+    return model.config, topk, ce, diag
+
+
+def router_diagnostics(diag: list[np.ndarray], num_experts: int) -> list[dict]:
+    """Per layer: median top-1/top-2 logit gap, share of tokens whose last top-k slot has weight
+    exactly 0 (softmax underflow: the slot is then filled by topk's tie-breaking), and the
+    effective experts when slots are ranked by logits instead (ties impossible)."""
+    d = np.concatenate(diag, axis=1)  # [layers, tokens, 2 + k]
+    out = []
+    for layer in d:
+        share = np.bincount(layer[:, 2:].astype(int).ravel(), minlength=num_experts).astype(float)
+        p = share / share.sum()
+        nz = p[p > 0]
+        out.append({"median_logit_gap": float(np.median(layer[:, 0])),
+                    "last_slot_zero_weight": float(layer[:, 1].mean()),
+                    "effective_experts_logit_rank": float(math.exp(-(nz * np.log(nz)).sum()))})
+    return out
 
 
 def counts(topk: list[np.ndarray], num_experts: int) -> np.ndarray:
@@ -183,13 +215,14 @@ def measure(models: dict[str, Path], eval_path: Path, unigram: list[int],
     if control:
         runs.append(("random-init", lambda: random_init(models["moelens-mini"])))
     for name, make in runs:
-        config, topk, ce = trace(make(), ids)
+        config, topk, ce, diag = trace(make(), ids)
         k, E = config.num_experts_per_tok, config.num_experts
         c = counts(topk, E)
         traces[name] = topk
         result["checkpoints"][name] = {
             "num_experts": E, "top_k": k, "uniform_share": k / E,
-            "load": load_figures(c, n_tokens, k),
+            "load": [dict(row, **extra) for row, extra in zip(
+                load_figures(c, n_tokens, k), router_diagnostics(diag, E))],
             "loss": losses(docs, ids, ce, logp),
             "specialisation": {
                 "language": specialisation(c, n_tokens, [d["language"] for d in docs], k),
@@ -212,7 +245,9 @@ def acceptance(result: dict) -> dict:
     eff_b = [r["effective_experts"] for r in bal["load"]]
     eff_c = [r["effective_experts"] for r in result["checkpoints"]["moelens-mini-collapsed"]["load"]]
     halved = [c <= b / 2 for b, c in zip(eff_b, eff_c)]
-    return {"specialisation_pass": bool(passing), "specialised_pairs": len(passing),
+    ranked = [c["effective_experts_logit_rank"] <= b / 2 for b, c in zip(
+        eff_b, result["checkpoints"]["moelens-mini-collapsed"]["load"])]
+    return {"collapse_layers_halved_logit_rank": int(sum(ranked)),"specialisation_pass": bool(passing), "specialised_pairs": len(passing),
             "best_language_expert": best, "collapse_layers_halved": int(sum(halved)),
             "collapse_pass": sum(halved) > len(halved) / 2}
 
@@ -237,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     uni_path = MODELS["moelens-mini"] / "unigram.json"
     if args.unigram_from:
         stream = np.load(args.unigram_from)
-        cnt = np.bincount(stream, minlength=int(stream.max()) + 1).tolist()
+        vocab = json.loads((MODELS["moelens-mini"] / "config.json").read_text())["vocab_size"]
+        cnt = np.bincount(stream, minlength=vocab).tolist()
         uni_path.write_text(json.dumps({"source": "training token stream", "tokens": len(stream),
                                         "counts": cnt}) + "\n")
     unigram = json.loads(uni_path.read_text())["counts"]
@@ -247,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = Path(folder)
     result = measure(models, args.eval, unigram)
     result["acceptance"] = acceptance(result)
+    result["command"] = "python -m moelens.embedded.measure " + " ".join(
+        sys.argv[1:] if argv is None else argv)
     text = json.dumps(result, indent=1, ensure_ascii=False)
     if args.out:
         args.out.write_text(text + "\n")
