@@ -33,7 +33,7 @@ __all__ = [
 _LAZY = {
     "capture": ("moelens.capturing", "capture"),
     "trace": ("moelens.tracing", "trace"),
-    "open": ("moelens.analysis.facade", "open"),
+    "open": ("moelens.viz.notebook", "open"),
     "TraceConfig": ("moelens.config", "TraceConfig"),
     "load_model": ("moelens.models.loading", "load_model"),
     "supported_families": ("moelens.models.families", "supported_families"),
@@ -42,7 +42,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from moelens import errors
-    from moelens.analysis.facade import open
+    from moelens.viz.notebook import open
     from moelens.capturing import capture
     from moelens.config import TraceConfig
     from moelens.models.families import supported_families

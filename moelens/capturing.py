@@ -111,6 +111,12 @@ class Capture:
             raise ValueError(f"no logits recorded for layer {layer}; capture with logits=True.")
         return np.concatenate(parts)
 
+    def load_chart(self, title: str | None = None):
+        """Layer x expert heatmap of utilization of what was captured (needs altair)."""
+        from moelens.viz.charts import load_heatmap
+
+        return load_heatmap(self.load(), num_experts=self.plan.num_experts, title=title)
+
     def load(self):
         """Tokens per (layer, expert) with the expert's share of the layer's routed choices."""
         import polars as pl

@@ -398,9 +398,8 @@ class _Tracer:
                 continue
             ids = np.asarray(enc["input_ids"][i], dtype=np.int64)
             if "offset_mapping" in enc:
-                pieces = tokenizer.convert_ids_to_tokens(enc["input_ids"][i])
-                toks = [texts[i][a:b] if b > a else piece
-                        for (a, b), piece in zip(enc["offset_mapping"][i], pieces)]
+                toks = _token_texts(texts[i], enc["offset_mapping"][i],
+                                    tokenizer.convert_ids_to_tokens(enc["input_ids"][i]))
             else:
                 toks = tokenizer.convert_ids_to_tokens(enc["input_ids"][i])
             yield doc, ids, toks
@@ -480,6 +479,25 @@ def _label_vocabulary(docs: Any) -> dict[str, list[str]]:
             if values:
                 vocab[column] = values
     return vocab
+
+
+def _token_texts(text: str, offsets: list[tuple[int, int]], pieces: list[str]) -> list[str]:
+    """Each token's own span of ``text``; their concatenation is the text.
+
+    Byte-level tokenizers split a multi-byte character over several tokens, and every one of
+    them reports the whole character as its offsets: the first token gets the character, the
+    others an empty string. Special tokens (empty spans) keep their token string.
+    """
+    out, end = [], 0
+    for (a, b), piece in zip(offsets, pieces):
+        if b <= a:
+            out.append(piece)
+        elif b <= end:
+            out.append("")
+        else:
+            out.append(text[max(a, end):b])
+            end = b
+    return out
 
 
 def _documents_only(rows: list[dict[str, Any]]):

@@ -88,7 +88,8 @@ def test_public_api():
     import moelens
 
     # importing the implementing modules must not shadow the public functions
-    for module in ("moelens.tracing", "moelens.capturing", "moelens.analysis.facade", "moelens.config"):
+    for module in ("moelens.tracing", "moelens.capturing", "moelens.analysis.facade", "moelens.viz.notebook",
+                   "moelens.config"):
         importlib.import_module(module)
     assert callable(moelens.trace) and callable(moelens.capture) and callable(moelens.open)
 

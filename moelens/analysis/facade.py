@@ -5,8 +5,8 @@ after its first use, so asking several questions of one run reads it once. Metho
 ``run=None`` (the only run of the database, or an error listing the runs) and ``layers=None``
 (every traced MoE layer). ``sql()`` passes a query straight to DuckDB.
 
-Charts are functions of :mod:`moelens.viz` over these frames (``moelens.viz.load_heatmap(
-t.expert_load())``), not methods: the analysis layer never imports the presentation layer.
+``moelens.open`` returns the subclass :class:`moelens.viz.notebook.Trace`, which adds one chart
+method per visualization; the analysis layer itself never imports the presentation layer.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_site:
         from moelens.viz.site import export_site
 
-        site = export_site(str(db), str(out / "site"))
+        site = export_site(str(db), str(out / "site"), default_run=run_ids[0])
         console.print(f"dashboard: [bold]{site}[/] (open it in a browser; it works from file://)")
     console.print(f"database: {db}  -  explore with `moelens report {db} --run {run_ids[0]}` or moelens.open()."
                   f"  ({time.perf_counter() - started:.0f}s)")

@@ -16,7 +16,7 @@ def add_parser(sub, formatter) -> None:
     p.add_argument("db", help="trace database")
     p.add_argument("--parquet", metavar="DIR", help="write runs, sites, documents, tokens, routes (+ router_logits)")
     p.add_argument("--site", metavar="DIR", help="write the static dashboard")
-    p.add_argument("--run", help="only this run (default: all runs for Parquet, the only/last run for the site)")
+    p.add_argument("--run", help="only this run (default: every run; the site opens on the last one traced)")
     p.set_defaults(handler=run)
 
 
