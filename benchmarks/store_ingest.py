@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -98,22 +99,27 @@ def main() -> None:
     p.add_argument("--experts", type=int, default=128)
     p.add_argument("--doc-len", type=int, default=512)
     p.add_argument("--docs-per-batch", type=int, default=16)
+    p.add_argument("--repeat", type=int, default=3, help="alternating repetitions; medians are reported")
     args = p.parse_args()
     batches = list(synthetic_batches(args.tokens, args.layers, args.k, args.experts, args.doc_len,
                                      args.docs_per_batch, seed=0))
     routes = sum(b.num_routes for b in batches)
-    with tempfile.TemporaryDirectory() as tmp:
-        t_packed = packed(Path(tmp) / "packed.duckdb", batches, args.layers, args.k, args.experts)
-        size_packed = os.path.getsize(Path(tmp) / "packed.duckdb")
-        t_naive = naive(Path(tmp) / "naive.duckdb", batches)
-        size_naive = os.path.getsize(Path(tmp) / "naive.duckdb")
+    packed_times, naive_times = [], []
+    for r in range(args.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            packed_times.append(packed(Path(tmp) / "packed.duckdb", batches, args.layers, args.k, args.experts))
+            size_packed = os.path.getsize(Path(tmp) / "packed.duckdb")
+            naive_times.append(naive(Path(tmp) / "naive.duckdb", batches))
+            size_naive = os.path.getsize(Path(tmp) / "naive.duckdb")
+    t_packed, t_naive = statistics.median(packed_times), statistics.median(naive_times)
     print(f"stream: {args.tokens:,} tokens x {args.layers} layers x top-{args.k} of {args.experts} = {routes:,} routes "
           f"in {len(batches)} transactions; {os.cpu_count()} CPUs")
     print(f"packed (moelens writer, tokens+documents included): {t_packed:6.2f} s  {routes / t_packed / 1e6:6.1f} M routes/s"
           f"  {args.tokens / t_packed:9,.0f} tokens/s  {size_packed / routes:.2f} B/route")
     print(f"naive (one Arrow row per route):                    {t_naive:6.2f} s  {routes / t_naive / 1e6:6.1f} M routes/s"
           f"  {args.tokens / t_naive:9,.0f} tokens/s  {size_naive / routes:.2f} B/route")
-    print(f"speed-up packed / naive: {t_naive / t_packed:.2f}x")
+    print(f"speed-up packed / naive: {t_naive / t_packed:.2f}x  (medians of {args.repeat}; packed runs: "
+          + ", ".join(f"{routes / t / 1e6:.1f}" for t in packed_times) + " M routes/s)")
 
 
 if __name__ == "__main__":

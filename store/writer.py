@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,18 +87,21 @@ class TraceWriter:
         self._error: BaseException | None = None
         self.rows_written = 0
         self.routes_written = 0
+        # Arrow encoding of the next batch overlaps the insert of the previous one
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moelens-encode")
         self._thread = threading.Thread(target=self._loop, name="moelens-writer", daemon=True)
         self._thread.start()
 
     def submit(self, batch: WriteBatch) -> None:
         self._raise_if_failed()
-        self._queue.put(batch)
+        self._queue.put((batch, self._encoder.submit(self._encode, batch)))
 
     def close(self) -> None:
-        """Flush everything submitted, stop the thread, re-raise its error if it had one."""
+        """Flush everything submitted, stop the threads, re-raise an error they had."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
+        self._encoder.shutdown(wait=True)
         self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
@@ -109,19 +113,21 @@ class TraceWriter:
         cursor = self.store.con.cursor()
         try:
             while True:
-                batch = self._queue.get()
-                if batch is _STOP:
+                item = self._queue.get()
+                if item is _STOP:
                     return
                 if self._error is None:
+                    batch, encoded = item
                     try:
-                        self._write(cursor, batch)
+                        self._insert(cursor, batch, encoded.result())
                     except BaseException as error:  # noqa: BLE001 - handed to the caller
                         self._error = error
         finally:
             cursor.close()
 
-    def _write(self, cursor: Any, batch: WriteBatch) -> None:
-        run_id, key = self.run.run_id, self.run.run_key
+    def _encode(self, batch: WriteBatch) -> dict[str, pa.Table]:
+        """The batch's Arrow tables (runs in the encoder thread)."""
+        run_id = self.run.run_id
         docs = pa.table({
             "run_id": pa.array([run_id] * len(batch.documents), pa.string()),
             "doc_id": pa.array([d["doc_id"] for d in batch.documents], pa.int64()),
@@ -140,33 +146,31 @@ class TraceWriter:
             "token": pa.array(batch.token_text if batch.token_text is not None else [None] * len(batch.token_doc),
                               pa.string()),
         })
-        routes = routes_arrow(batch, self.table_k)
+        tables = {"documents": docs, "tokens": tokens, "routes": routes_arrow(batch, self.table_k)}
+        if batch.logits is not None and len(batch.logits):
+            tables["logits"] = pa.table({
+                **_route_keys(batch),
+                "logits": pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.ascontiguousarray(batch.logits, dtype=np.float32).reshape(-1)), batch.logits.shape[1]),
+            })
+        if batch.confidence is not None and len(batch.confidence):
+            tables["confidence"] = pa.table({
+                **_route_keys(batch),
+                **{name: pa.array(np.ascontiguousarray(batch.confidence[:, i], dtype=np.float32))
+                   for i, name in enumerate(("entropy", "margin", "lse"))},
+            })
+        return tables
+
+    def _insert(self, cursor: Any, batch: WriteBatch, tables: dict[str, pa.Table]) -> None:
+        """One transaction: every row of the batch, or none (runs in the writer thread)."""
+        key = self.run.run_key
+        targets = {"documents": "documents", "tokens": "tokens", "routes": schema.route_table(key),
+                   "logits": schema.logits_table(key), "confidence": schema.confidence_table(key)}
         cursor.execute("BEGIN")
         try:
-            cursor.register("_ml_docs", docs)
-            cursor.execute("INSERT INTO documents SELECT * FROM _ml_docs")
-            cursor.register("_ml_tokens", tokens)
-            cursor.execute("INSERT INTO tokens SELECT * FROM _ml_tokens")
-            cursor.register("_ml_routes", routes)
-            cursor.execute(f"INSERT INTO {schema.route_table(key)} SELECT * FROM _ml_routes")
-            if batch.logits is not None and len(batch.logits):
-                logits = pa.table({
-                    **_route_keys(batch),
-                    "logits": pa.FixedSizeListArray.from_arrays(
-                        pa.array(np.ascontiguousarray(batch.logits, dtype=np.float32).reshape(-1)),
-                        batch.logits.shape[1]),
-                })
-                cursor.register("_ml_logits", logits)
-                cursor.execute(f"INSERT INTO {schema.logits_table(key)} SELECT * FROM _ml_logits")
-            if batch.confidence is not None and len(batch.confidence):
-                conf = pa.table({
-                    **_route_keys(batch),
-                    "entropy": pa.array(np.ascontiguousarray(batch.confidence[:, 0], dtype=np.float32)),
-                    "margin": pa.array(np.ascontiguousarray(batch.confidence[:, 1], dtype=np.float32)),
-                    "lse": pa.array(np.ascontiguousarray(batch.confidence[:, 2], dtype=np.float32)),
-                })
-                cursor.register("_ml_conf", conf)
-                cursor.execute(f"INSERT INTO {schema.confidence_table(key)} SELECT * FROM _ml_conf")
+            for name, table in tables.items():
+                cursor.register(f"_ml_{name}", table)
+                cursor.execute(f"INSERT INTO {targets[name]} SELECT * FROM _ml_{name}")
             for name, table in (batch.stats or {}).items():
                 cursor.register("_ml_stats", table)
                 cursor.execute(f"INSERT INTO _stats_{name} SELECT * FROM _ml_stats")
@@ -176,9 +180,9 @@ class TraceWriter:
             cursor.execute("ROLLBACK")
             raise
         finally:
-            for name in ("_ml_docs", "_ml_tokens", "_ml_routes", "_ml_logits", "_ml_conf"):
+            for name in tables:
                 try:
-                    cursor.unregister(name)
+                    cursor.unregister(f"_ml_{name}")
                 except Exception:  # noqa: BLE001
                     pass
         self.rows_written += len(batch.route_doc)

@@ -25,5 +25,5 @@ def test_capture_overhead_benchmark_smoke_records_match_the_torch_path():
 
 
 def test_store_ingest_benchmark_runs_both_layouts():
-    out = _run("benchmarks/store_ingest.py", "--tokens", "4096", "--layers", "4", "--docs-per-batch", "4")
+    out = _run("benchmarks/store_ingest.py", "--tokens", "4096", "--layers", "4", "--docs-per-batch", "4", "--repeat", "1")
     assert "packed (moelens writer" in out and "naive (one Arrow row per route)" in out and "speed-up" in out
