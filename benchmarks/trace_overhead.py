@@ -79,6 +79,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--copies", type=int, default=1, help="trace the data this many times over (a longer run)")
     p.add_argument("--variant", choices=["plain", "trace"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -91,12 +92,16 @@ def main() -> None:
         return
     times: dict[str, list[float]] = {"plain": [], "trace": []}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.copies > 1:
+            lines = [line for line in open(args.data, encoding="utf-8") if line.strip()]
+            args.data = str(Path(tmp) / "data.jsonl")
+            Path(args.data).write_text("".join(lines * args.copies), encoding="utf-8")
         for r in range(args.rounds):
             for variant in ("plain", "trace") if r % 2 == 0 else ("trace", "plain"):
                 out = str(Path(tmp) / f"run{r}.duckdb")
                 times[variant].append(run_variant(args, variant, out))
     ratios = [t / p for t, p in zip(times["trace"], times["plain"])]
-    print(f"model {args.model}, data {args.data}, batch {args.batch_size}, max_length {args.max_length}")
+    print(f"model {args.model}, data {args.data} x{args.copies}, batch {args.batch_size}, max_length {args.max_length}")
     for variant, values in times.items():
         print(f"{variant:5s} wall s: " + ", ".join(f"{v:.2f}" for v in values) + f"  (median {statistics.median(values):.2f})")
     print("trace / plain per round: " + ", ".join(f"{r:.3f}" for r in ratios)
