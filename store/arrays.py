@@ -111,13 +111,9 @@ def _place(dest: np.ndarray, tok: np.ndarray, values: np.ndarray) -> None:
 
 
 def _words(part: Any, names: list[str]) -> np.ndarray:
-    """``[n, words]`` int64 packed words from the named scalar columns of an Arrow table, or from
-    one fixed-size list column (the layout of databases written before the word columns)."""
+    """``[n, words]`` int64 packed words from the named scalar columns of an Arrow table."""
     if len(names) == 1:
-        column = part.column(names[0]).combine_chunks()
-        if hasattr(column, "flatten"):  # a list column (fixed-size BIGINT[n] as written, or a plain list)
-            return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
-        return column.to_numpy().reshape(-1, 1)
+        return part.column(names[0]).to_numpy().reshape(-1, 1)
     return np.stack([part.column(name).to_numpy() for name in names], axis=1)
 
 
@@ -173,12 +169,7 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
         table_k = max(int(s[2]) for s in store.con.execute(
             "SELECT site, layer, top_k FROM sites WHERE run_id = ?", [info.run_id]).fetchall())
         table = schema.route_table(info.run_key)
-        stored = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-                                            [table]).fetchall()}
-        if "experts" in stored:  # list layout (BIGINT[] columns), still read
-            e_cols, w_cols = ["experts"], ["weights"]
-        else:
-            e_cols, w_cols = schema.expert_columns(table_k), schema.weight_columns(table_k)
+        e_cols, w_cols = schema.expert_columns(table_k), schema.weight_columns(table_k)
         cols = ", ".join(["doc_id", "pos", *e_cols, *(w_cols if weights else [])])
         params = None
         queries = [(int(np.searchsorted(layer_list, layer)),

@@ -113,19 +113,3 @@ def test_save_routing_round_trip(tmp_path):
     assert back.documents.select("doc_id", "domain", "language", "n_tokens").rows() == [
         (3, "a", None, 10), (8, None, "fr", 10), (9, None, None, 10)]
 
-
-def test_load_routing_reads_the_earlier_list_layout(tmp_path):
-    """Databases written before the word columns keep ids and weights in BIGINT[] lists."""
-    path = tmp_path / "old.duckdb"
-    _write(path, np.random.default_rng(4), shuffle=True)
-    new = load_routing(path)
-    con = duckdb.connect(str(path))
-    cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                      "WHERE table_name = '_routes_1' ORDER BY ordinal_position").fetchall()]
-    e_cols, w_cols = [c for c in cols if c.startswith("e")], [c for c in cols if c.startswith("w")]
-    con.execute(f"CREATE TABLE old AS SELECT doc_id, pos, site, [{', '.join(e_cols)}]::BIGINT[{len(e_cols)}] AS experts, "
-                f"[{', '.join(w_cols)}]::BIGINT[{len(w_cols)}] AS weights FROM _routes_1")
-    con.execute("DROP VIEW routes; DROP VIEW routes_all; DROP TABLE _routes_1; ALTER TABLE old RENAME TO _routes_1")
-    con.close()
-    old = load_routing(path)
-    assert np.array_equal(old.experts, new.experts) and np.array_equal(old.weights, new.weights)
