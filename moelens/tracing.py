@@ -182,9 +182,7 @@ class _Tracer:
         meta = plan.metadata()
         sites = [s for s in plan.sites if self._keep_site(s)]
         meta["sites"] = [s.as_dict() for s in sites]
-        logits_width = max(s.num_experts for s in sites) if cfg.logits else None
-        if plan.family.family == "doge" and cfg.logits:
-            logits_width = 2 * int(round(plan.num_experts ** 0.5))
+        logits_width = _logits_width(plan, {s.site for s in sites}) if cfg.logits else None
         config = {"identity": {k: _jsonable(v) for k, v in identity.items()},
                   "options": {"batch_size": cfg.batch_size, "device": loaded.device, "backend": cfg.backend,
                               "capture": cfg.capture},
@@ -255,9 +253,7 @@ class _Tracer:
         model, tokenizer = loaded.model, loaded.tokenizer
         kept = {s.site for s in plan.sites if self._keep_site(s)}
         table_k = max(s.top_k for s in plan.sites if s.site in kept)
-        logits_width = max(s.num_experts for s in plan.sites if s.site in kept)
-        if plan.family.family == "doge":
-            logits_width = 2 * int(round(plan.num_experts ** 0.5))
+        logits_width = _logits_width(plan, kept)
         done = store.done_documents(run.run_id)
         self._done_tokens = int(store.con.execute(
             "SELECT coalesce(sum(n_tokens), 0) FROM documents WHERE run_id = ?", [run.run_id]).fetchone()[0])
@@ -466,6 +462,14 @@ class _Tracer:
         self.summary.documents += len(rows)
         self.summary.tokens += n_tokens
         progress.advance(len(rows), n_tokens)
+
+
+def _logits_width(plan: Any, sites: set[int]) -> int:
+    """Columns of a stored logits row: E (plus zero/skip experts), or doge's 2 x sqrt(E) key scores."""
+    if plan.family.family == "doge":
+        return 2 * int(round(plan.num_experts ** 0.5))
+    skip_class = 1 if plan.family.family == "zaya" else 0  # zaya's router scores a "skip" class too
+    return max(s.num_experts for s in plan.sites if s.site in sites) + skip_class
 
 
 def _label_vocabulary(docs: Any) -> dict[str, list[str]]:
