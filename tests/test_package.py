@@ -112,3 +112,21 @@ def test_installed_layout_has_no_top_level_hooks_kernels_store(tmp_path):
         assert specs[name] is None or str(ROOT) not in specs[name], specs
     for name in ("moelens.hooks", "moelens.kernels", "moelens.store"):
         assert specs[name] and specs[name].startswith(str(ROOT / name.split(".")[1])), specs
+
+
+@pytest.mark.slow
+def test_wheel_ships_models_data_and_web_but_no_top_level_hooks_kernels_store(tmp_path):
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("moelens-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/", 1)[0] for n in names if "/" in n and not n.split("/", 1)[0].endswith(".dist-info")}
+    assert tops == {"moelens"}, tops
+    for checkpoint in ("moelens-mini", "moelens-mini-early", "moelens-mini-collapsed"):
+        for f in ("config.json", "model.safetensors", "tokenizer.json"):
+            assert f"moelens/embedded/models/{checkpoint}/{f}" in names
+    for f in ("moelens/embedded/data/eval.jsonl", "moelens/web/index.html", "moelens/web/vendor/vega.js",
+              "moelens/hooks/attach.py", "moelens/kernels/__init__.py", "moelens/store/schema.py"):
+        assert f in names, f
