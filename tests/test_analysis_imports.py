@@ -43,5 +43,8 @@ def test_public_api_is_listed():
     for name in moelens.analysis.__all__:
         assert getattr(moelens.analysis, name) is not None, name
     import moelens as top
+    from moelens.viz.notebook import Trace
 
-    assert top.open is moelens.analysis.open
+    # moelens.open is the presentation-layer facade: the analysis methods plus chart methods
+    assert issubclass(Trace, moelens.analysis.facade.Trace)
+    assert top.open.__module__ == "moelens.viz.notebook"
