@@ -34,7 +34,7 @@ class Capture:
         self._routes: list[HostRoute] = []
 
     def _sync(self) -> None:
-        if self._collector.pending() or self._collector._steps:
+        if self._collector.pending():
             steps, routes = self._collector.drain()
             self._steps.extend(steps)
             self._routes.extend(routes)

@@ -88,7 +88,8 @@ class BatchCollector:
         self._events.append(event)
 
     def pending(self) -> bool:
-        return bool(self._events)
+        """Whether anything was recorded since the last :meth:`drain`."""
+        return bool(self._events or self._steps)
 
     def drain(self) -> tuple[list[HostStep], list[HostRoute]]:
         steps, events = self._steps, self._events

@@ -15,14 +15,13 @@ from moelens.store.arrays import load_routing
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_trace_a_handful_of_eval_documents(name, tmp_path):
-    import moelens.embedded
-
     folder = resolve(name)
-    assert folder is not None and folder.is_relative_to(moelens.embedded.__file__.rsplit("/", 1)[0])
+    assert folder is not None and (folder / "model.safetensors").is_file()
     out = tmp_path / "e.duckdb"
     summary = moelens.trace(name, str(eval_split_path()), out=str(out), max_docs=6, progress=False)
     assert summary.documents == 6 and summary.status == "complete"
     run = load_routing(out)
+    assert run.config["model_location"] == str(folder)  # the short name resolved to the shipped folder
     assert run.num_experts == 16 and run.top_k == 2 and run.layers.tolist() == [0, 1, 2, 3]
     rows = [json.loads(line) for line in open(eval_split_path(), encoding="utf-8")][:6]
     assert run.documents["language"].to_list() == [r["language"] for r in rows]

@@ -143,6 +143,5 @@ def zaya_mark_skips(route: RawRoute, router: torch.nn.Module, num_experts: int) 
     biased = probs.detach().to(torch.float32) + router.balancing_biases
     chosen = torch.topk(biased, route.experts.shape[1], dim=-1).indices
     skipped = (chosen == num_experts) & (route.experts == 0) & (route.weights == 0)
-    if not bool(skipped.any()):
-        return route
+    # no `if skipped.any()` shortcut: that would synchronise with the device on every router call
     return RawRoute(route.experts.masked_fill(skipped, -1), route.weights, route.logits)
