@@ -133,7 +133,7 @@ def build(path: Path, *, tokens: int, layers: int, experts: int, k: int, seed: i
         writer.submit(WriteBatch(
             documents=docs, token_doc=doc_of[t_lo:t_hi].astype(np.int64), token_pos=pos[t_lo:t_hi],
             token_id=token_id[t_lo:t_hi], token_text=None,
-            route_doc=np.tile(doc_of[t_lo:t_hi], layers).astype(np.int32), route_pos=np.tile(pos[t_lo:t_hi], layers),
+            route_doc=np.tile(doc_of[t_lo:t_hi], layers).astype(np.int64), route_pos=np.tile(pos[t_lo:t_hi], layers),
             route_site=np.repeat(np.arange(layers, dtype=np.int16), n), experts=e,
             weights=np.broadcast_to(weights_row, (layers * n, k))))
         print(f"\r  written {hi:,}/{n_docs:,} documents ({time.perf_counter() - t0:.0f}s)", end="", flush=True)

@@ -41,7 +41,7 @@ def synthetic_batches(tokens: int, layers: int, k: int, experts: int, doc_len: i
             documents=[{"doc_id": d, "domain": "synthetic", "language": "xx", "n_tokens": doc_len, "source": None,
                         "meta": None} for d in docs],
             token_doc=tok_doc, token_pos=tok_pos, token_id=rng.integers(0, 32000, n_tok).astype(np.int32),
-            route_doc=np.tile(tok_doc, layers).astype(np.int32), route_pos=np.tile(tok_pos, layers),
+            route_doc=np.tile(tok_doc, layers).astype(np.int64), route_pos=np.tile(tok_pos, layers),
             route_site=np.repeat(np.arange(layers, dtype=np.int16), n_tok), experts=ids, weights=w)
 
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from moelens.errors import ConfigError
+from moelens.errors import ConfigError, option
 
 __all__ = ["TraceConfig", "IDENTITY_FIELDS"]
 
@@ -76,7 +76,7 @@ class TraceConfig:
     def __post_init__(self) -> None:
         for name in ("model", "data", "out"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ConfigError(f"{name} must be a non-empty string.")
+                raise ConfigError(f"{option(name)} must be a non-empty string.")
         _positive("batch_size", self.batch_size)
         _positive("max_length", self.max_length)
         if self.max_docs is not None:
@@ -91,9 +91,10 @@ class TraceConfig:
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(sorted({int(x) for x in self.layers})))
         if self.remote and self.backend != "nnsight":
-            raise ConfigError("remote execution needs --backend nnsight.")
+            raise ConfigError(f"remote execution needs {option('backend', 'nnsight')}.")
         if self.mode == "stats" and self.logits:
-            raise ConfigError("--logits stores per-token logits; it cannot be combined with --mode stats.")
+            raise ConfigError(f"{option('logits', True)} stores per-token logits; it cannot be combined with"
+                              f" {option('mode', 'stats')}.")
 
     def identity(self) -> dict[str, Any]:
         """The options that define what a run records (compared when resuming)."""
@@ -105,9 +106,9 @@ class TraceConfig:
 
 def _positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        raise ConfigError(f"{option(name)} must be a positive integer, got {value!r}.")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+        raise ConfigError(f"{option(name)} must be one of {', '.join(allowed)}; got {value!r}.")

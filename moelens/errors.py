@@ -3,9 +3,40 @@
 Every exception raised for bad input derives from :class:`MoelensError`. ``str(error)`` is a
 single line naming the problem and the fix; the CLI prints exactly that line (tracebacks only
 with ``MOELENS_DEBUG=1`` or ``--debug``) and exits with :attr:`MoelensError.exit_code`.
+
+A message names options through :func:`option`, never as command-line flags or as Python
+keywords directly: ``str(error)`` (what a Python caller sees) spells them as parameters
+(``run='base'``), and the CLI renders the same error with its flags (``--run base``) through
+:meth:`MoelensError.render`. So the library never speaks in flags, and the CLI never in Python
+field names.
 """
 
 from __future__ import annotations
+
+import ast
+import re
+from typing import Any, Callable
+
+
+_OPEN, _SEP, _CLOSE = "\u2063", "\u2064", "\u2062"  # invisible characters that no user message holds
+_OPTION = re.compile(f"{_OPEN}([A-Za-z_][A-Za-z0-9_]*)(?:{_SEP}([^{_CLOSE}]*))?{_CLOSE}", re.S)
+_NO_VALUE = object()
+
+
+def option(name: str, value: Any = _NO_VALUE) -> str:
+    """An option named in an error message, with an optional example value.
+
+    Rendered ``name`` / ``name=value!r`` for Python callers and ``--name`` / ``--name value`` on
+    the command line (the CLI maps each name to its flag; ``True`` gives the bare flag, ``None`` and
+    ``False`` give "no --flag").
+    """
+    if value is _NO_VALUE:
+        return f"{_OPEN}{name}{_CLOSE}"
+    return f"{_OPEN}{name}{_SEP}{value!r}{_CLOSE}"
+
+
+def _python(name: str, value: str | None) -> str:
+    return name if value is None else f"{name}={value}"
 
 
 class MoelensError(Exception):
@@ -17,7 +48,34 @@ class MoelensError(Exception):
         message = " ".join(message.split())
         if hint:
             message = f"{message} {' '.join(hint.split())}"
-        super().__init__(message)
+        self.template = message
+        self.options = tuple(m.group(1) for m in _OPTION.finditer(message))
+        super().__init__(_OPTION.sub(lambda m: _python(m.group(1), m.group(2)), message))
+
+    def render(self, flag: Callable[[str], str | None]) -> str:
+        """The message with every option spelled by ``flag(name)`` (e.g. ``"--batch-size"``).
+
+        ``flag`` returns ``None`` for a name the caller has no spelling for: it keeps its Python form.
+        """
+        def spell(m: re.Match) -> str:
+            name, value = m.group(1), m.group(2)
+            text = flag(name)
+            if text is None:
+                return _python(name, value)
+            if value is None:
+                return text
+            try:
+                literal = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                literal = value
+            if literal is True:
+                return text
+            if literal is None or literal is False:
+                return f"no {text}"
+            if isinstance(literal, (list, tuple)):
+                literal = ",".join(str(x) for x in literal)
+            return f"{text} {literal}"
+        return _OPTION.sub(spell, self.template)
 
 
 class ConfigError(MoelensError):
@@ -99,3 +157,13 @@ class RunNotFoundError(StoreError):
 
 class RunMismatchError(StoreError):
     """A resumed run was started with a different model, data or options."""
+
+
+class UnavailableError(MoelensError):
+    """The analysis needs data that this run does not have (per-token routes, gate weights, token text)."""
+
+
+__all__ = ["option", "MoelensError", "ConfigError", "ModelError", "ModelNotFoundError", "NotMoEModelError",
+           "UnknownArchitectureError", "CaptureError", "DataError", "DataNotFoundError", "ColumnNotFoundError",
+           "EmptyDatasetError", "DataEncodingError", "VocabularyError", "StoreError", "SchemaVersionError",
+           "DatabaseLockedError", "CorruptDatabaseError", "RunNotFoundError", "RunMismatchError", "UnavailableError"]

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from moelens.config import TraceConfig
-from moelens.errors import EmptyDatasetError, RunMismatchError
+from moelens.errors import EmptyDatasetError, RunMismatchError, option
 from moelens.progress import TraceProgress
 
 __all__ = ["trace", "TraceSummary"]
@@ -115,8 +115,8 @@ class _Tracer:
             elif loaded.tokenizer is None:
                 from moelens.errors import ModelError
 
-                raise ModelError(f"model {cfg.model!r} has no tokenizer; pass --tokenizer PATH or give data"
-                                 " with an input_ids column.")
+                raise ModelError(f"model {cfg.model!r} has no tokenizer; pass {option('tokenizer')} (a tokenizer folder"
+                                 " or id) or give data with an input_ids column.")
             if store is None:
                 from moelens.store import Store
 
@@ -139,8 +139,9 @@ class _Tracer:
         if diffs:
             k = diffs[0]
             raise RunMismatchError(
-                f"run {self.summary.run_id!r} in {self.cfg.out} was traced with {k}={before.get(k)!r}, this command"
-                f" has {k}={identity[k]!r}; use another --run-id, or --overwrite to start it again.")
+                f"run {self.summary.run_id!r} in {self.cfg.out} was traced with {option(k, before.get(k))}, this command"
+                f" has {option(k, identity[k])}; use another {option('run_id')}, or {option('overwrite', True)} to start"
+                " it again.")
         if existing.status == "complete":
             self.summary.resumed = len(store.done_documents(existing.run_id))
             self.summary.notes.append(f"run {existing.run_id!r} is already complete "
@@ -442,7 +443,7 @@ class _Tracer:
             tok_id.append(entry.ids.astype(np.int32))
             tok_text.extend(entry.tokens if entry.tokens is not None else [None] * n)
             for pos, site, e, w, lg, conf in entry.pieces:
-                r_doc.append(np.full(len(pos), d, np.int32))
+                r_doc.append(np.full(len(pos), d, np.int64))
                 r_pos.append(pos.astype(np.int32))
                 r_site.append(site)
                 r_e.append(_pad_cols(e, table_k, -1))
@@ -454,7 +455,7 @@ class _Tracer:
         batch = WriteBatch(
             documents=rows, token_doc=np.concatenate(tok_doc), token_pos=np.concatenate(tok_pos),
             token_id=np.concatenate(tok_id), token_text=tok_text,
-            route_doc=_cat(r_doc, np.int32), route_pos=_cat(r_pos, np.int32), route_site=_cat(r_site, np.int16),
+            route_doc=_cat(r_doc, np.int64), route_pos=_cat(r_pos, np.int32), route_site=_cat(r_site, np.int16),
             experts=np.concatenate(r_e) if r_e else np.empty((0, table_k), np.int16),
             weights=np.concatenate(r_w) if r_w else np.empty((0, table_k), np.float32),
             logits=np.concatenate(r_l) if r_l else None, confidence=np.concatenate(r_c) if r_c else None)

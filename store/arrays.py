@@ -62,6 +62,7 @@ class RunRouting:
     documents: Any  # polars DataFrame: doc_id, domain, language, n_tokens, source, meta
     config: dict[str, Any] = field(default_factory=dict)
     tokens: list[str | None] | None = None  # token text per token, when loaded
+    status: str = "complete"  # the run's status in the database ("running" while incomplete)
 
     @property
     def num_tokens(self) -> int:
@@ -197,7 +198,7 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
     token_list = toks.column("token").to_pylist() if token_text else None
     return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos,
                       toks.column("token_id").to_numpy().astype(np.int32), experts, weight_arr, documents,
-                      info.config, token_list)
+                      info.config, token_list, info.status)
 
 
 def load_logits(db: str | os.PathLike | Store, routing: RunRouting, layer: int) -> np.ndarray:
@@ -279,7 +280,7 @@ def save_routing(routing: RunRouting, db: str | os.PathLike | Store, *, run_id: 
             writer.submit(WriteBatch(
                 documents=batch_docs, token_doc=routing.doc_id[a:b], token_pos=routing.pos[a:b],
                 token_id=routing.token_id[a:b], token_text=None if routing.tokens is None else routing.tokens[a:b],
-                route_doc=np.tile(routing.doc_id[a:b], L).astype(np.int32), route_pos=np.tile(routing.pos[a:b], L),
+                route_doc=np.tile(routing.doc_id[a:b], L).astype(np.int64), route_pos=np.tile(routing.pos[a:b], L),
                 route_site=np.repeat(np.arange(L, dtype=np.int16), n),
                 experts=routing.experts[:, a:b].reshape(L * n, k), weights=weights[:, a:b].reshape(L * n, k)))
         writer.close()

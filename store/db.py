@@ -20,7 +20,7 @@ import duckdb
 
 from moelens._version import __version__
 from moelens.errors import (CorruptDatabaseError, DatabaseLockedError, RunNotFoundError, SchemaVersionError,
-                            StoreError)
+                            StoreError, option)
 from moelens.store import schema
 
 __all__ = ["Store", "RunInfo", "translate_duckdb_error", "fetch_arrow"]
@@ -43,7 +43,7 @@ def translate_duckdb_error(error: BaseException, path: str | os.PathLike) -> Sto
         pid = text.split("(PID ", 1)[1].split(")", 1)[0] if "(PID " in text else "?"
         return DatabaseLockedError(
             f"{path} is open for writing by another process (PID {pid});"
-            " wait for it to finish or write to another --out file.")
+            f" wait for it to finish or write to another {option('out')} file.")
     if ("not a valid DuckDB database" in text or "Corrupt database" in text or "checksum" in text
             or "Could not read enough bytes" in text or "Serialization" in type(error).__name__):
         return CorruptDatabaseError(
@@ -91,7 +91,7 @@ class Store:
         self.read_only = read_only
         if connection is None:
             if read_only and path is not None and not Path(path).exists():
-                raise StoreError(f"no database at {path}; trace into it first (`moelens trace ... --out {path}`).")
+                raise StoreError(f"no database at {path}; trace into it first (with {option('out', str(path))}).")
             with _translated(self.path):
                 connection = duckdb.connect(self.path, read_only=read_only)
         self.con = connection
@@ -129,7 +129,7 @@ class Store:
             return
         if tables:
             raise StoreError(f"{self.path} is a DuckDB database but not a moelens trace database"
-                             f" (it has tables {sorted(tables)[:3]}...); choose another --out file.")
+                             f" (it has tables {sorted(tables)[:3]}...); choose another {option('out')} file.")
         if self.read_only:
             raise StoreError(f"{self.path} is empty; trace into it first.")
         self.con.execute("BEGIN")
@@ -161,8 +161,8 @@ class Store:
             elif not ids:
                 raise RunNotFoundError(f"{self.path} holds no runs yet; trace into it first.")
             else:
-                raise RunNotFoundError(f"{self.path} holds {len(ids)} runs; choose one with --run"
-                                       f" (e.g. --run {ids[-1]}).")
+                raise RunNotFoundError(f"{self.path} holds {len(ids)} runs; choose one with {option('run')}"
+                                       f" (e.g. {option('run', ids[-1])}).")
         info = self.get_run(run_id)
         if info is None:
             raise RunNotFoundError(f"no run {run_id!r} in {self.path}; runs: {', '.join(ids) or 'none'}.")

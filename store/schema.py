@@ -30,7 +30,9 @@ Physically, routes live in one table per run, ``_routes_<run_key>(doc_id, pos, s
 one row per token and router site, the k ids bit-packed four to a BIGINT word (``e*``) and the k
 float32 weights two to a word (``w*``), see :mod:`moelens.store.packing`. The word columns are
 stored uncompressed: random bit patterns do not compress, and skipping the attempt is what lets
-ingest keep up with a GPU.
+ingest keep up with a GPU. ``doc_id`` is a BIGINT in every table (the physical ones included);
+runs created by moelens 0.1 kept it as a 32-bit INTEGER in their physical tables, which read the
+same (see :data:`NARROW_DOC_ID`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ from moelens.store.packing import expert_words, weight_words
 
 SCHEMA_VERSION = 1
 
-__all__ = ["SCHEMA_VERSION", "BASE_DDL", "route_table", "logits_table", "confidence_table", "route_table_ddl",
+# Largest doc_id the physical tables of runs created before doc_id became BIGINT can hold; the
+# public views were BIGINT from the start, so the schema version did not change.
+NARROW_DOC_ID = 2 ** 31 - 1
+
+__all__ = ["SCHEMA_VERSION", "NARROW_DOC_ID", "BASE_DDL", "route_table", "logits_table", "confidence_table", "route_table_ddl",
            "expert_columns", "weight_columns", "logits_table_ddl", "confidence_table_ddl", "routes_view_sql",
            "logits_view_sql", "confidence_view_sql", "STATS_TABLES"]
 
@@ -102,7 +108,7 @@ def confidence_table(run_key: int) -> str:
 
 
 def confidence_table_ddl(run_key: int) -> str:
-    return (f"CREATE TABLE IF NOT EXISTS {confidence_table(run_key)} (doc_id INTEGER, pos INTEGER, site SMALLINT, "
+    return (f"CREATE TABLE IF NOT EXISTS {confidence_table(run_key)} (doc_id BIGINT, pos INTEGER, site SMALLINT, "
             "entropy FLOAT, margin FLOAT, lse FLOAT)")
 
 
@@ -135,12 +141,12 @@ def weight_columns(k: int) -> list[str]:
 
 def route_table_ddl(run_key: int, k: int) -> str:
     words = ", ".join(f"{c} BIGINT USING COMPRESSION uncompressed" for c in expert_columns(k) + weight_columns(k))
-    return (f"CREATE TABLE IF NOT EXISTS {route_table(run_key)} (doc_id INTEGER, pos INTEGER, site SMALLINT, "
+    return (f"CREATE TABLE IF NOT EXISTS {route_table(run_key)} (doc_id BIGINT, pos INTEGER, site SMALLINT, "
             f"{words})")
 
 
 def logits_table_ddl(run_key: int, width: int) -> str:
-    return (f"CREATE TABLE IF NOT EXISTS {logits_table(run_key)} (doc_id INTEGER, pos INTEGER, site SMALLINT, "
+    return (f"CREATE TABLE IF NOT EXISTS {logits_table(run_key)} (doc_id BIGINT, pos INTEGER, site SMALLINT, "
             f"logits FLOAT[{int(width)}])")
 
 

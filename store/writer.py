@@ -37,7 +37,7 @@ class WriteBatch:
     token_pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     token_id: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     token_text: list[str | None] | None = None
-    route_doc: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    route_doc: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     route_pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     route_site: np.ndarray = field(default_factory=lambda: np.empty(0, np.int16))
     experts: np.ndarray = field(default_factory=lambda: np.empty((0, 1), np.int16))  # [n, k], -1 dropped
@@ -61,7 +61,7 @@ def _pad(array: np.ndarray, width: int, fill: float) -> np.ndarray:
 
 def _route_keys(batch: WriteBatch) -> dict[str, pa.Array]:
     """The (doc_id, pos, site) columns that route-aligned tables (routes, logits, confidence) share."""
-    return {"doc_id": pa.array(batch.route_doc.astype(np.int32, copy=False)),
+    return {"doc_id": pa.array(batch.route_doc.astype(np.int64, copy=False)),
             "pos": pa.array(batch.route_pos.astype(np.int32, copy=False)),
             "site": pa.array(batch.route_site.astype(np.int16, copy=False))}
 
@@ -78,6 +78,13 @@ def routes_arrow(batch: WriteBatch, table_k: int) -> pa.Table:
     return pa.table(columns)
 
 
+def _narrow_doc_id(store: Store, run: RunInfo) -> bool:
+    """True for a run whose physical route table stores doc_id as a 32-bit INTEGER (moelens 0.1)."""
+    row = store.con.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = 'main' "
+                            "AND table_name = ? AND column_name = 'doc_id'", [schema.route_table(run.run_key)]).fetchone()
+    return row is not None and str(row[0]).upper() == "INTEGER"
+
+
 class TraceWriter:
     """Writes :class:`WriteBatch` objects for one run in a background thread."""
 
@@ -87,6 +94,7 @@ class TraceWriter:
         self._error: BaseException | None = None
         self.rows_written = 0
         self.routes_written = 0
+        self._narrow_doc_id = _narrow_doc_id(store, run)
         # Arrow encoding of the next batch overlaps the insert of the previous one
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moelens-encode")
         self._thread = threading.Thread(target=self._loop, name="moelens-writer", daemon=True)
@@ -94,7 +102,20 @@ class TraceWriter:
 
     def submit(self, batch: WriteBatch) -> None:
         self._raise_if_failed()
+        if self._narrow_doc_id and len(batch.documents):
+            self._check_narrow(batch)
         self._queue.put((batch, self._encoder.submit(self._encode, batch)))
+
+    def _check_narrow(self, batch: WriteBatch) -> None:
+        """A run created when routes kept doc_id in 32 bits cannot take a larger id: say so before writing."""
+        from moelens.errors import StoreError, option
+
+        largest = max(int(d["doc_id"]) for d in batch.documents)
+        if largest > schema.NARROW_DOC_ID or min(int(d["doc_id"]) for d in batch.documents) < -schema.NARROW_DOC_ID - 1:
+            raise StoreError(
+                f"run {self.run.run_id!r} was created by an earlier moelens whose route table keeps doc_id in 32 bits,"
+                f" and document {largest} does not fit; nothing of it was written. Trace it anew with"
+                f" {option('overwrite', True)}, or under another {option('run_id')}.")
 
     def close(self) -> None:
         """Flush everything submitted, stop the threads, re-raise an error they had."""

@@ -172,14 +172,17 @@ def test_resume_with_different_options_is_refused(db_with_run, tiny_model_dir, l
     before = _digest(db_with_run)
     code, err = _run_cli(capsys, _trace_args(tiny_model_dir, labelled_jsonl, db_with_run,
                                              "--max-docs", "3", "--max-length", "16"))
-    _assert_one_line_error(code, err, "max_length", "--overwrite")
+    # options are spelled as flags on the command line, never as Python field names
+    _assert_one_line_error(code, err, "--max-length", "--overwrite")
+    assert "max_length" not in err
     assert _digest(db_with_run) == before
 
 
 def test_bad_option_values(tiny_model_dir, labelled_jsonl, tmp_path, capsys):
     code, err = _run_cli(capsys, _trace_args(tiny_model_dir, labelled_jsonl, tmp_path / "o.duckdb",
                                              "--batch-size", "0"))
-    _assert_one_line_error(code, err, "batch_size must be a positive integer")
+    _assert_one_line_error(code, err, "--batch-size must be a positive integer")
+    assert "batch_size" not in err
 
 
 def test_unexpected_errors_are_one_line_without_debug(monkeypatch, capsys):

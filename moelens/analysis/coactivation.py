@@ -17,21 +17,20 @@ from typing import Any, Iterable
 import numpy as np
 
 from moelens.analysis._common import CHUNK, LayerView, layer_views
+from moelens.analysis.routing import from_arrays
+from moelens.errors import ConfigError
 
-__all__ = ["coactivation_counts", "coactivation_pairs", "coactivation_summary", "coactivation_baseline", "summary_row"]
+__all__ = ["coactivation_counts", "coactivation_pairs", "coactivation_summary", "coactivation_baseline", "summary_row",
+           "summary_from_counts"]
 
 
 def coactivation_counts(experts: Any, num_experts: int | None = None, pairs: str = "all") -> np.ndarray:
     """``[E, E]`` symmetric pair counts of one layer (``[T, k]`` experts or a LayerView); diagonal ``N(e)``."""
     view = experts if isinstance(experts, LayerView) else None
     if view is None:
-        from moelens.analysis.routing import from_arrays
-
         view = LayerView(from_arrays(np.asarray(experts), num_experts=num_experts), 0)
     E, slots, k = view.E, view.slots, view.k
     if pairs not in ("all", "adjacent"):
-        from moelens.errors import ConfigError
-
         raise ConfigError(f"pairs must be 'all' or 'adjacent'; got {pairs!r}.")
     M = np.zeros(E * E + 1, np.int64)
     T = view.T
@@ -84,13 +83,19 @@ def coactivation_pairs(routing: Any, layers: Iterable[int] | None = None, pairs:
 
 def summary_row(view: LayerView, pairs: str = "all", min_count: int = 100) -> dict[str, Any]:
     """One layer of :func:`coactivation_summary`."""
-    E = view.E
-    M = coactivation_counts(view, pairs=pairs).astype(np.float64)
+    return summary_from_counts(coactivation_counts(view, pairs=pairs), view.layer, view.k_eff, pairs, min_count)
+
+
+def summary_from_counts(M: np.ndarray, layer: int, k_eff: float, pairs: str = "all", min_count: int = 100) -> dict[str, Any]:
+    """The summary row of one layer from its ``[E, E]`` pair counts (diagonal ``N(e)``): the strongest pair
+    among experts with at least ``min_count`` tokens - per-token and stats-mode runs alike."""
+    E = M.shape[0]
+    M = M.astype(np.float64)
     n = np.diag(M).copy()
     np.fill_diagonal(M, -1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cond = np.where(n[:, None] >= min_count, M / n[:, None], np.nan)
-    row = {"layer": view.layer, "baseline": coactivation_baseline(E, view.k_eff, pairs),
+        cond = np.where((n[:, None] >= min_count) & (n[:, None] > 0), M / n[:, None], np.nan)
+    row = {"layer": int(layer), "baseline": coactivation_baseline(E, k_eff, pairs),
            "max_conditional": float("nan"), "expert": None, "partner": None, "mean_top_partner": float("nan")}
     seen = np.isfinite(cond).any(1)
     if seen.any():

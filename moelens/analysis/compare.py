@@ -20,11 +20,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from moelens.analysis._common import counts_per_expert, layer_positions, popcount_and, set_bitmasks
-from moelens.analysis.labels import resolve_label
+from moelens.analysis.labels import available_labels, resolve_label
 from moelens.analysis.routing import doc_index
+from moelens.analysis.sections import clean
 from moelens.errors import ConfigError
 
-__all__ = ["align_tokens", "router_saturation", "load_shift", "specialization_shift", "Alignment", "build_comparison"]
+__all__ = ["align_tokens", "router_saturation", "load_shift", "specialization_shift", "Alignment", "build_comparison",
+           "default_compare_labels"]
 
 
 @dataclass(frozen=True)
@@ -130,19 +132,22 @@ def specialization_shift(a: Any, b: Any, label: str, layers: Iterable[int] | Non
     return per_value, pl.DataFrame(summary)
 
 
+def default_compare_labels(run: Any) -> list[str]:
+    """Labels a comparison splits by when not told: every document label (identifier-like columns such as
+    ``id`` never) and position."""
+    return [n for n, kind in available_labels(run).items() if kind == "document"] + ["position"]
+
+
 def build_comparison(a: Any, b: Any, *, layers: Iterable[int] | None = None, labels: Iterable[str] | None = None,
                      top: int = 20) -> dict[str, Any]:
     """The JSON object of ``moelens compare`` (schema ``moelens.compare/1``, keys in ``docs/metrics.md``)."""
     import polars as pl
 
-    from moelens.analysis.labels import available_labels
-    from moelens.analysis.report import clean
-
     al = align_tokens(a, b)
     sat = router_saturation(a, b, layers, al)
     shift = load_shift(a, b, layers, al)
     if labels is None:
-        labels = [n for n, kind in available_labels(a).items() if kind == "document"] + ["position"]
+        labels = default_compare_labels(a)
     spec_rows: dict[int, dict[str, float]] = {}
     spec_top: dict[str, list] = {}
     for label in labels:

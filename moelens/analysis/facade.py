@@ -1,9 +1,13 @@
 """``moelens.open(db)``: one object for notebooks, every analysis as a method returning polars frames.
 
-:class:`Trace` holds a read-only connection to a trace database and caches each run's routing
-after its first use, so asking several questions of one run reads it once. Methods take
-``run=None`` (the only run of the database, or an error listing the runs) and ``layers=None``
-(every traced MoE layer). ``sql()`` passes a query straight to DuckDB.
+:class:`Trace` holds a read-only connection to a trace database and caches each run's data after
+its first use, so asking several questions of one run reads it once. Runs load through the one
+loader (:func:`moelens.analysis.runs.load_any`) as per-token routing or, for a stats-mode run,
+its aggregates: :meth:`Trace.load`, :meth:`Trace.expert_load`, :meth:`Trace.report` and
+:meth:`Trace.labels` work on both; the per-token analyses raise
+:class:`~moelens.errors.UnavailableError` on a stats run. Methods take ``run=None`` (the only
+run of the database, or an error listing the runs) and ``layers=None`` (every traced MoE
+layer). ``sql()`` passes a query straight to DuckDB.
 
 ``moelens.open`` returns the subclass :class:`moelens.viz.notebook.Trace`, which adds one chart
 method per visualization; the analysis layer itself never imports the presentation layer.
@@ -16,6 +20,7 @@ from typing import Any, Iterable
 
 from moelens.analysis import coactivation as _coactivation
 from moelens.analysis import compare as _compare
+from moelens.analysis import runs as _runs
 from moelens.analysis import crosslayer as _crosslayer
 from moelens.analysis import labels as _labels
 from moelens.analysis import load as _load
@@ -71,33 +76,41 @@ class Trace:
             cursor.close()
 
     def runs(self):
-        """One row per run: id, model, family, experts, k, scoring, status, documents and tokens."""
-        return self.sql("""SELECT r.run_id, r.model, r.family, r.num_experts, r.top_k, r.scoring, r.status,
-                r.dataset, r.created_at, count(d.doc_id) AS documents, coalesce(sum(d.n_tokens), 0) AS tokens
-            FROM runs r LEFT JOIN documents d USING (run_id) GROUP BY ALL ORDER BY r.created_at, r.run_id""")
+        """One row per run: id, status (``"running"`` = interrupted or still being written), mode
+        (routes | stats), source, model, experts, k, layers, documents, tokens, size on disk, labels."""
+        return _runs.run_table(self.store)
 
-    def routing(self, run: str | None = None, layers: Iterable[int] | None = None):
-        """The run's :class:`~moelens.store.arrays.RunRouting` (expert ids; cached)."""
-        from moelens.analysis.routing import load_run
+    def status(self, run: str | None = None) -> str:
+        """The run's status: ``"complete"``, or ``"running"`` for a run interrupted or still being traced."""
+        return self.store.require_run(run).status
 
+    def run(self, run: str | None = None, layers: Iterable[int] | None = None):
+        """The run's data, typed by kind: :class:`~moelens.store.arrays.RunRouting` (per-token routes) or
+        :class:`~moelens.store.aggregates.RunAggregates` (a stats-mode run); cached."""
         run_id = self.store.require_run(run).run_id
         key = (run_id, None if layers is None else tuple(sorted({int(x) for x in layers})))
         if key in self._cache:
             return self._cache[key]
         if (run_id, None) in self._cache:
             return self._cache[(run_id, None)]
-        routing = load_run(self.store, run_id, layers=key[1])
-        self._cache[key] = routing
-        return routing
+        data = _runs.load_any(self.store, run_id, layers=key[1])
+        self._cache[key] = data
+        return data
+
+    def routing(self, run: str | None = None, layers: Iterable[int] | None = None, *, what: str = "this analysis"):
+        """The run's :class:`~moelens.store.arrays.RunRouting` (expert ids; cached); a stats-mode run raises
+        :class:`~moelens.errors.UnavailableError`."""
+        return _runs.require_routing(self.run(run, layers), what)
 
     def labels(self, run: str | None = None) -> dict[str, str]:
-        """``{label: "document" | "token"}`` for the labels this run can be split by."""
-        return _labels.available_labels(self.routing(run))
+        """``{label: "document" | "token"}`` for the labels this run can be split by (identifier-like
+        columns such as ``id`` are left out; they still work when asked for by name)."""
+        return _labels.available_labels(self.run(run))
 
     # -- metrics -------------------------------------------------------------------------------
     def load(self, run: str | None = None, layers: Iterable[int] | None = None, options: LoadOptions = LoadOptions()):
         """Per-layer load, imbalance, entropy, dead experts, collapse verdict and EP balancedness."""
-        return _load.load_summary(self.routing(run, layers), layers, options)
+        return _load.load_summary(self.run(run, layers), layers, options)
 
     def load_runs(self, runs: Iterable[str] | None = None, layers: Iterable[int] | None = None,
                   options: LoadOptions = LoadOptions()):
@@ -115,38 +128,52 @@ class Trace:
     def expert_load(self, run: str | None = None, layers: Iterable[int] | None = None,
                     options: LoadOptions = LoadOptions()):
         """Per (layer, expert) count, share, utilization and dead flag."""
-        return _load.expert_load(self.routing(run, layers), layers, options)
+        return _load.expert_load(self.run(run, layers), layers, options)
 
     def confidence(self, run: str | None = None, layers: Iterable[int] | None = None):
         """Router entropy, margin, z-loss and aux loss per layer (runs traced with ``--logits``)."""
         from moelens.analysis.confidence import confidence_summary
 
-        return confidence_summary(self.store, self.routing(run, layers), layers)
+        return confidence_summary(self.store, self.routing(run, layers, what="router confidence"), layers)
 
     def specialization(self, label: str, run: str | None = None, layers: Iterable[int] | None = None,
                        options: SpecializationOptions = SpecializationOptions(), significant: bool = False):
-        """Share and lift of every (layer, value, expert) of ``label`` with bootstrap intervals and q-values."""
-        tests = _spec.specialization_tests(self.routing(run, layers), label, layers=layers, options=options)
+        """Share and lift of every (layer, value, expert) of ``label`` with bootstrap intervals, q-values and
+        ``state`` (significant | not_significant | untested, with ``untested_reason``). ``significant=True``
+        keeps the significant cells, ranked by the lower bound of the lift's interval (then lift)."""
+        tests = _spec.specialization_tests(self.routing(run, layers, what="specialization"), label, layers=layers,
+                                           options=options)
         if significant:
             import polars as pl
 
-            tests = tests.filter(pl.col("significant")).sort("lift", descending=True)
+            tests = _spec.rank_cells(tests.filter(pl.col("significant")))
         return tests
+
+    def share_matrix(self, label: str = "domain", run: str | None = None, layers: Iterable[int] | None = None):
+        """OLMoE's domain specialization as a full expert x value matrix, every cell (no test, no filter):
+        ``share`` = N(e, v) / N(v) over the top-k slots, ``top1_share`` over the router's first slot,
+        ``lift`` = share / the expert's overall share. Stats-mode runs give the top-k share only."""
+        from moelens.analysis.sharematrix import share_matrix
+
+        return share_matrix(self.run(run, layers), label, layers)
 
     def nmi(self, label: str, run: str | None = None, layers: Iterable[int] | None = None,
             options: SpecializationOptions = SpecializationOptions()):
         """Normalized mutual information between expert and ``label`` per layer, with baselines."""
-        return _spec.label_nmi(self.routing(run, layers), label, layers=layers, options=options)
+        return _spec.label_nmi(self.routing(run, layers, what="NMI"), label, layers=layers, options=options)
 
     def vocabulary(self, run: str | None = None, layers: Iterable[int] | None = None,
                    options: VocabularyOptions = VocabularyOptions()):
-        """OLMoE token specialization per layer (top-1 and top-k) with shuffled and uniform baselines."""
-        return _vocabulary.token_specialization(self.routing(run, layers), layers, options)
+        """OLMoE token specialization per layer (top-1 and top-k) in both conventions - ``paper_*`` over every
+        token id (OLMoE's figures), the unprefixed columns over ids seen ``min_count`` times - with shuffled
+        and uniform baselines."""
+        return _vocabulary.token_specialization(self.routing(run, layers, what="vocabulary specialization"), layers,
+                                                options)
 
     def top_tokens(self, run: str | None = None, layers: Iterable[int] | None = None,
                    experts: Iterable[int] | None = None, options: VocabularyOptions = VocabularyOptions()):
         """Each expert's most characteristic tokens (by lift), with their text from the ``tokens`` table."""
-        routing = self.routing(run, layers)
+        routing = self.routing(run, layers, what="characteristic tokens")
         top = _vocabulary.expert_top_tokens(routing, layers, experts, options)
         if not top.height:
             return top
@@ -157,31 +184,31 @@ class Trace:
 
     def position(self, run: str | None = None, layers: Iterable[int] | None = None):
         """Routing by position bucket (0, 1, 2-3, 4-7, ...) per layer."""
-        return _position.position_profile(self.routing(run, layers), layers)
+        return _position.position_profile(self.routing(run, layers, what="position profiles"), layers)
 
     def first_token(self, run: str | None = None, layers: Iterable[int] | None = None, top: int = 3):
         """The experts that take the first token of documents, per layer."""
-        return _position.first_token_experts(self.routing(run, layers), layers, top)
+        return _position.first_token_experts(self.routing(run, layers, what="first-token experts"), layers, top)
 
     def coactivation(self, run: str | None = None, layers: Iterable[int] | None = None, pairs: str = "all"):
         """``N(e_i, e_j) / N(e_i)`` for every ordered expert pair per layer (``pairs="adjacent"``: OLMoE's script)."""
-        return _coactivation.coactivation_pairs(self.routing(run, layers), layers, pairs)
+        return _coactivation.coactivation_pairs(self.routing(run, layers, what="co-activation pairs"), layers, pairs)
 
     def repeat_rates(self, run: str | None = None, layers: Iterable[int] | None = None, by: str | None = None):
         """Consecutive-token repeat rates (Mixtral Table 5), optionally per value of a label (``by="domain"``)."""
-        return _temporal.repeat_rates(self.routing(run, layers), layers, by)
+        return _temporal.repeat_rates(self.routing(run, layers, what="repeat rates"), layers, by)
 
     def reuse_distance(self, run: str | None = None, layers: Iterable[int] | None = None):
         """Gaps between reuses of a top-1 expert within documents, per layer."""
-        return _temporal.reuse_distance(self.routing(run, layers), layers)
+        return _temporal.reuse_distance(self.routing(run, layers, what="reuse distances"), layers)
 
     def transitions(self, layer_from: int, layer_to: int | None = None, run: str | None = None):
         """Top-1 transition counts and ``p(to | from)`` between two layers (default: the next MoE layer)."""
-        return _crosslayer.transitions(self.routing(run), layer_from, layer_to)
+        return _crosslayer.transitions(self.routing(run, what="cross-layer transitions"), layer_from, layer_to)
 
     def crosslayer(self, run: str | None = None, layers: Iterable[int] | None = None):
         """Cross-fitted predictability of the next layer's top-1 expert, with baselines and NMI."""
-        return _crosslayer.crosslayer_summary(self.routing(run, layers), layers)
+        return _crosslayer.crosslayer_summary(self.routing(run, layers, what="cross-layer structure"), layers)
 
     def compare(self, run_a: str, run_b: str, layers: Iterable[int] | None = None,
                 labels: Iterable[str] | None = None):
@@ -189,13 +216,13 @@ class Trace:
         the mean specialization TV distance (``spec_tv:<label>``)."""
         import polars as pl
 
-        a, b = self.routing(run_a), self.routing(run_b)
+        a, b = self.routing(run_a, what="compare"), self.routing(run_b, what="compare")
         al = _compare.align_tokens(a, b)
         out = _compare.router_saturation(a, b, layers, al)
         shift = _compare.load_shift(a, b, layers, al).group_by("layer").agg(load_tv=pl.col("tv").first())
         out = out.join(shift, on="layer", how="left")
         if labels is None:
-            labels = [n for n, kind in _labels.available_labels(a).items() if kind == "document"] + ["position"]
+            labels = _compare.default_compare_labels(a)
         for label in labels:
             _, summary = _compare.specialization_shift(a, b, label, layers, al)
             if summary.height:
@@ -204,14 +231,16 @@ class Trace:
 
     def load_shift(self, run_a: str, run_b: str, layers: Iterable[int] | None = None):
         """Per (layer, expert): share in each run and the difference."""
-        return _compare.load_shift(self.routing(run_a), self.routing(run_b), layers)
+        return _compare.load_shift(self.routing(run_a, what="load shift"), self.routing(run_b, what="load shift"), layers)
 
     def specialization_shift(self, run_a: str, run_b: str, label: str, layers: Iterable[int] | None = None):
         """Per (layer, value, expert): OLMoE share in each run and the difference."""
-        return _compare.specialization_shift(self.routing(run_a), self.routing(run_b), label, layers)[0]
+        return _compare.specialization_shift(self.routing(run_a, what="specialization shift"),
+                                             self.routing(run_b, what="specialization shift"), label, layers)[0]
 
     def report(self, run: str | None = None, options: ReportOptions = ReportOptions()):
-        """The full report (:class:`~moelens.analysis.report.Report`: ``.data`` JSON, ``.frames`` polars)."""
+        """The full report (:class:`~moelens.analysis.report.Report`: ``.data`` JSON, ``.frames`` polars) of a
+        per-token or a stats-mode run, with the run's status in ``.data["run"]``."""
         from moelens.analysis.report import build_report
 
-        return build_report(self.store, run, options, routing=self.routing(run, options.layers))
+        return build_report(self.store, run, options, run=self.run(run, options.layers))

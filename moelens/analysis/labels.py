@@ -5,6 +5,11 @@ an integer code into ``values`` (``-1``: no value). Documents carry ``domain``, 
 ``source`` columns and any scalar key of their ``meta`` JSON (``topic`` or ``meta.topic``);
 ``position`` buckets token positions as 0, 1, 2-3, 4-7, ... (log2-spaced); ``token_id`` uses
 the token id itself. Unknown names raise :class:`LabelNotFoundError` listing the labels present.
+
+Identifier-like columns - a value in at least :data:`ID_MIN_DOCUMENTS` documents and a distinct
+value for at least :data:`ID_DISTINCT_FRACTION` of them (``id``, ``path``, ``url``) - say which
+document a token came from, not what kind: they are never offered as labels
+(:func:`available_labels`, :func:`default_labels`) but still resolve when asked for by name.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import numpy as np
 
 from moelens.errors import ColumnNotFoundError
 
-__all__ = ["Label", "LabelNotFoundError", "resolve_label", "available_labels", "position_bucket",
-           "position_bucket_names", "DOCUMENT_COLUMNS", "TOKEN_LABELS"]
+__all__ = ["Label", "LabelNotFoundError", "resolve_label", "available_labels", "identifier_columns",
+           "default_labels", "position_bucket", "position_bucket_names", "DOCUMENT_COLUMNS", "TOKEN_LABELS",
+           "ID_MIN_DOCUMENTS", "ID_DISTINCT_FRACTION"]
 
 DOCUMENT_COLUMNS = ("domain", "language", "source")
 TOKEN_LABELS = ("position", "token_id")
 _SKIP_META = {"skipped"}
+ID_MIN_DOCUMENTS = 10
+ID_DISTINCT_FRACTION = 0.9
 
 
 class LabelNotFoundError(ColumnNotFoundError):
@@ -86,18 +94,58 @@ def _codes(values: list[Any]) -> tuple[tuple[str, ...], np.ndarray]:
     return names, np.array([-1 if t is None else lookup[t] for t in text], dtype=np.int32)
 
 
-def available_labels(routing: Any) -> dict[str, str]:
-    """``{label: kind}`` of the labels present in the run (a document label needs one non-null value)."""
-    docs = routing.documents
-    out: dict[str, str] = {}
+def _document_columns(docs: Any) -> dict[str, list[Any]]:
+    """``{name: [value per document]}`` of the label columns and meta keys that hold a value somewhere."""
+    out: dict[str, list[Any]] = {}
     for col in DOCUMENT_COLUMNS:
         if col in docs.columns and docs[col].null_count() < docs.height:
-            out[col] = "document"
-    for key in _meta_table(docs):
+            out[col] = docs[col].to_list()
+    for key, values in _meta_table(docs).items():
         if key not in out and key not in TOKEN_LABELS:
-            out[key] = "document"
+            out[key] = values
+    return out
+
+
+def _identifier_like(values: list[Any]) -> bool:
+    present = [str(v) for v in values if v is not None]
+    return len(present) >= ID_MIN_DOCUMENTS and len(set(present)) >= ID_DISTINCT_FRACTION * len(present)
+
+
+def identifier_columns(run: Any) -> list[str]:
+    """Document columns and meta keys holding (nearly) one distinct value per document."""
+    return [name for name, values in _document_columns(run.documents).items() if _identifier_like(values)]
+
+
+def available_labels(run: Any) -> dict[str, str]:
+    """``{label: kind}`` of the labels present in the run (a document label needs one non-null value;
+    identifier-like columns are left out). A stats-mode run offers the label kinds it aggregated."""
+    label_counts = getattr(run, "labels", None)
+    if isinstance(label_counts, dict):  # RunAggregates: counts were kept per label kind
+        return {name: "document" for name in label_counts}
+    out: dict[str, str] = {}
+    for name, values in _document_columns(run.documents).items():
+        if not _identifier_like(values):
+            out[name] = "document"
     for name in TOKEN_LABELS:
         out[name] = "token"
+    return out
+
+
+def default_labels(run: Any, max_values: int, asked: Any = None) -> list[str]:
+    """The labels analyses split by when not told: ``asked`` if given, else every document label with
+    2 to ``max_values`` values, and ``position`` (identifier-like columns never)."""
+    if asked is not None:
+        return list(asked)
+    out = []
+    for name, kind in available_labels(run).items():
+        if kind == "token":
+            if name == "position":
+                out.append(name)
+            continue
+        label_counts = getattr(run, "labels", None)
+        n = len(label_counts[name].values) if isinstance(label_counts, dict) else len(resolve_label(run, name).values)
+        if 2 <= n <= max_values:
+            out.append(name)
     return out
 
 
@@ -123,5 +171,7 @@ def resolve_label(routing: Any, name: str) -> Label:
     if key in meta:
         values, codes = _codes(meta[key])
         return Label(key, "document", values, codes)
+    ids = identifier_columns(routing)
     raise LabelNotFoundError(
-        f"no label {name!r} in run {routing.run_id!r}; available labels: {', '.join(available_labels(routing))}.")
+        f"no label {name!r} in run {routing.run_id!r}; available labels: {', '.join(available_labels(routing))}"
+        + (f" (identifier-like columns, usable by name: {', '.join(ids)})." if ids else "."))

@@ -37,11 +37,14 @@ class PassResult:
     crosslayer: list = field(default_factory=list)
     spec_parts: list = field(default_factory=list)  # per label: per-layer test arrays
     spec_nmis: list = field(default_factory=list)  # per label: per-layer NMI rows
+    label_rates: dict = field(default_factory=dict)  # label -> repeat-rate rows per (layer, value)
     timings: dict = field(default_factory=dict)
 
     def extend(self, other: "PassResult") -> None:
         for name in ("load", "vocabulary", "coactivation", "rates", "reuse", "crosslayer"):
             getattr(self, name).extend(getattr(other, name))
+        for label, rows in other.label_rates.items():
+            self.label_rates.setdefault(label, []).extend(rows)
         if not self.spec_parts:
             self.spec_parts = [[] for _ in other.spec_parts]
             self.spec_nmis = [[] for _ in other.spec_nmis]
@@ -62,13 +65,14 @@ def default_workers(routing: Any) -> int:
 
 
 class LayerPass:
-    def __init__(self, routing: Any, labels: list[str], options: ReportOptions) -> None:
+    def __init__(self, routing: Any, labels: list[str], options: ReportOptions,
+                 repeat_labels: list[str] | None = None) -> None:
         self.routing, self.options = routing, options
         sopt = options.specialization
         self.indices = layer_positions(routing.layers, options.layers)
         self.spec = SpecializationRun(routing, labels, sopt) if labels else None
         self.vocab = vocabulary.TokenSpecialization(routing, options.vocabulary)
-        self.tempo = temporal.Temporal(routing, None, sopt.seed)
+        self.tempo = temporal.Temporal(routing, None, sopt.seed, labels=repeat_labels or ())
         self.fold = crosslayer.document_folds(routing)
 
     def run(self, workers: int = 1) -> PassResult:
@@ -115,9 +119,12 @@ class LayerPass:
             lap("specialization")
             out.vocabulary.append(self.vocab.layer_row(view))
             lap("vocabulary")
-            out.coactivation.append(coactivation.summary_row(view))
+            out.coactivation.append(coactivation.summary_row(view, min_count=self.options.coactivation_min_count))
             lap("coactivation")
-            out.rates.extend(self.tempo.rate_rows(view))
+            rates, by_label = self.tempo.layer_rows(view)
+            out.rates.extend(rates)
+            for label, rows in by_label.items():
+                out.label_rates.setdefault(label, []).extend(rows)
             out.reuse.append(self.tempo.reuse_row(view))
             lap("temporal")
             p = position[i]

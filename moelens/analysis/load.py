@@ -27,8 +27,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from moelens.analysis._common import entropy, gini, layer_views
+from moelens.analysis._common import entropy, gini, layer_positions, layer_views
 from moelens.analysis.options import LoadOptions
+from moelens.errors import ConfigError
+from moelens.store.aggregates import RunAggregates
 
 __all__ = ["expert_counts", "layer_load_stats", "device_loads", "balancedness", "expert_load", "load_summary"]
 
@@ -36,7 +38,11 @@ PLACEMENTS = ("contiguous", "greedy")
 
 
 def expert_counts(routing: Any, layers: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(layers[L], counts[L, E], tokens[L])`` for the selected layers of a RunRouting."""
+    """``(layers[L], counts[L, E], tokens[L])`` for the selected layers of a RunRouting or a RunAggregates
+    (a stats-mode run keeps exactly these counts)."""
+    if isinstance(routing, RunAggregates):
+        keep = layer_positions(routing.layers, layers)
+        return routing.layers[keep], routing.counts[keep], routing.tokens[keep]
     views = list(layer_views(routing, layers))
     counts = np.stack([v.counts for v in views]) if views else np.zeros((0, routing.num_experts), np.int64)
     tokens = np.array([v.n_recorded for v in views], dtype=np.int64)
@@ -59,8 +65,6 @@ def device_loads(counts: np.ndarray, devices: int, placement: str = "contiguous"
             load[d] += counts[i]
             room[d] -= 1
         return load
-    from moelens.errors import ConfigError
-
     raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}; got {placement!r}.")
 
 

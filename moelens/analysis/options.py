@@ -6,16 +6,39 @@ in ``docs/metrics.md``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from moelens.errors import ConfigError
+from moelens.errors import ConfigError, option
 
 __all__ = ["LoadOptions", "SpecializationOptions", "VocabularyOptions", "ReportOptions"]
+
+
+MAX_DEVICES = 1 << 16
+MAX_BOOTSTRAP = 100_000
+MAX_WORKERS = 64
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(name: str, value: object) -> None:
+    _check(_is_int(value) and value >= 1, f"{option(name)} must be a positive integer, got {value!r}.")  # type: ignore[operator]
+
+
+def _number(name: str, value: object, ok: bool, what: str) -> None:
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and ok,
+           f"{option(name)} must be {what}, got {value!r}.")
+
+
+def _seed(value: object) -> None:
+    _check(_is_int(value) and 0 <= value < 2 ** 63, f"{option('seed')} must be a non-negative integer, got {value!r}.")  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
@@ -27,7 +50,8 @@ class LoadOptions:
             is below this (0.1 = it receives less than 10 % of a fair share).
         collapse_effective: a layer is collapsed when ``exp(H) / E`` is below this.
         collapse_dead: a layer is collapsed when at least this fraction of its experts is dead.
-        devices: expert-parallel sizes for which balancedness is computed.
+        devices: expert-parallel sizes for which balancedness is computed (at most the number of
+            experts of the run analysed).
     """
 
     dead_threshold: float = 0.1
@@ -36,11 +60,13 @@ class LoadOptions:
     devices: tuple[int, ...] = (8,)
 
     def __post_init__(self) -> None:
-        _check(0 <= self.dead_threshold < 1, f"dead_threshold must be in [0, 1), got {self.dead_threshold}.")
-        _check(0 < self.collapse_effective <= 1, f"collapse_effective must be in (0, 1], got {self.collapse_effective}.")
-        _check(0 < self.collapse_dead <= 1, f"collapse_dead must be in (0, 1], got {self.collapse_dead}.")
-        object.__setattr__(self, "devices", tuple(int(d) for d in self.devices))
-        _check(all(d >= 1 for d in self.devices), f"devices must be positive integers, got {self.devices}.")
+        _number("dead_threshold", self.dead_threshold, 0 <= self.dead_threshold < 1, "in [0, 1)")
+        _number("collapse_effective", self.collapse_effective, 0 < self.collapse_effective <= 1, "in (0, 1]")
+        _number("collapse_dead", self.collapse_dead, 0 < self.collapse_dead <= 1, "in (0, 1]")
+        devices = tuple(self.devices)
+        _check(all(_is_int(d) and 1 <= d <= MAX_DEVICES for d in devices) and devices,
+               f"{option('devices')} must be integers from 1 to {MAX_DEVICES:,}, got {', '.join(map(str, devices)) or 'none'}.")
+        object.__setattr__(self, "devices", tuple(int(d) for d in devices))
 
 
 @dataclass(frozen=True)
@@ -57,6 +83,12 @@ class SpecializationOptions:
         min_tokens / min_docs / min_count: a (layer, value, expert) is tested only when the
             value has at least ``min_tokens`` tokens in at least ``min_docs`` documents, and
             reported only when the expert got at least ``min_count`` of them.
+        min_share_ratio: reported only when the expert takes at least this multiple of the
+            uniform share ``k/E`` of the value's tokens (a support floor: a lift of 15 on 0.3 %
+            of a language's tokens is not a specialist).
+        min_utilization: an expert whose load at the layer is below this fraction of a fair
+            share (load / (routed choices / E), as in :class:`LoadOptions`) is dead or near-dead
+            there: its cells are not tested (``state = "untested"``), whatever its lift.
         max_values: test at most this many values of a label (the most frequent); the rest
             still count in the expert's overall share.
         max_units: bootstrap units; with more documents than this, consecutive documents are
@@ -71,23 +103,31 @@ class SpecializationOptions:
     min_tokens: int = 20
     min_docs: int = 5
     min_count: int = 5
+    min_share_ratio: float = 0.5
+    min_utilization: float = 0.2
     max_values: int = 64
     max_units: int = 4096
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.bootstrap >= 20, f"bootstrap needs at least 20 replicates, got {self.bootstrap}.")
-        _check(0.5 <= self.confidence < 1, f"confidence must be in [0.5, 1), got {self.confidence}.")
-        _check(0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}.")
-        _check(self.min_lift >= 1, f"min_lift must be >= 1, got {self.min_lift}.")
+        _check(_is_int(self.bootstrap) and 20 <= self.bootstrap <= MAX_BOOTSTRAP,
+               f"{option('bootstrap')} needs at least 20 replicates (at most {MAX_BOOTSTRAP:,}), got {self.bootstrap}.")
+        _number("confidence", self.confidence, 0.5 <= self.confidence < 1, "in [0.5, 1)")
+        _number("alpha", self.alpha, 0 < self.alpha < 1, "in (0, 1)")
+        _number("min_lift", self.min_lift, 1 <= self.min_lift < math.inf, "a finite number >= 1")
+        _number("min_share_ratio", self.min_share_ratio, 0 <= self.min_share_ratio < math.inf, "a finite number >= 0")
+        _number("min_utilization", self.min_utilization, 0 <= self.min_utilization < 1, "in [0, 1)")
         for name in ("min_tokens", "min_docs", "min_count", "max_values", "max_units"):
-            _check(int(getattr(self, name)) >= 1, f"{name} must be a positive integer.")
+            _positive(name, getattr(self, name))
+        _seed(self.seed)
 
 
 @dataclass(frozen=True)
 class VocabularyOptions:
     """Attributes:
-        min_count: token ids with fewer occurrences are left out (OLMoE uses 10).
+        min_count: the *filtered* convention leaves out token ids seen fewer times (10, as the
+            ``len >= 10`` filter of OLMoE's released script); the *paper* convention
+            (``paper_*`` columns) averages over every token id, as OLMoE §5.4's figures do.
         top_tokens: characteristic tokens listed per expert.
         min_pair_count: a (token, expert) pair needs this many co-occurrences to be listed.
         seed: seed of the shuffled baseline.
@@ -99,8 +139,9 @@ class VocabularyOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.min_count >= 1 and self.top_tokens >= 1 and self.min_pair_count >= 1,
-               "vocabulary counts must be positive integers.")
+        for name in ("min_count", "top_tokens", "min_pair_count"):
+            _positive(name, getattr(self, name))
+        _seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -115,6 +156,10 @@ class ReportOptions:
         confidence_section: include router confidence when the run stored logits.
         workers: processes for the per-layer pass (default: 2 on Linux for runs of 4 M routes
             or more, else 1); results do not depend on it.
+        coactivation_min_count: the strongest co-activated pair of a layer is chosen among
+            experts with at least this many tokens (per-token and stats runs alike).
+        repeat_labels: document labels whose values get their own consecutive-token repeat rates
+            (Mixtral Table 5 per subset; default: the labels tested for specialization).
     """
 
     layers: tuple[int, ...] | None = None
@@ -122,14 +167,25 @@ class ReportOptions:
     top: int = 5
     confidence_section: bool = True
     workers: int | None = None
+    coactivation_min_count: int = 100
+    repeat_labels: tuple[str, ...] | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
     specialization: SpecializationOptions = field(default_factory=SpecializationOptions)
     vocabulary: VocabularyOptions = field(default_factory=VocabularyOptions)
 
     def __post_init__(self) -> None:
-        _check(self.top >= 1, f"top must be a positive integer, got {self.top}.")
-        _check(self.workers is None or self.workers >= 1, f"workers must be a positive integer, got {self.workers}.")
+        _positive("top", self.top)
+        if self.workers is not None:
+            _check(_is_int(self.workers) and 1 <= self.workers <= MAX_WORKERS,
+                   f"{option('workers')} must be an integer from 1 to {MAX_WORKERS}, got {self.workers!r}.")
+        _check(_is_int(self.coactivation_min_count) and self.coactivation_min_count >= 0,
+               f"{option('coactivation_min_count')} must be a non-negative integer, got {self.coactivation_min_count!r}.")
         if self.layers is not None:
+            _check(all(_is_int(x) for x in self.layers), f"{option('layers')} must be integers, got {self.layers!r}.")
             object.__setattr__(self, "layers", tuple(sorted({int(x) for x in self.layers})))
-        if self.labels is not None:
-            object.__setattr__(self, "labels", tuple(self.labels))
+            _check(bool(self.layers), f"{option('layers')} is empty; give at least one layer or leave it out.")
+        for name in ("labels", "repeat_labels"):
+            value = getattr(self, name)
+            if value is not None:
+                _check(not isinstance(value, str), f"{option(name)} must be a list of label names, not one string.")
+                object.__setattr__(self, name, tuple(str(x) for x in value))

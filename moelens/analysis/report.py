@@ -1,177 +1,155 @@
-"""Assemble the full report of one run: every metric that needs no logits, plus confidence when logits exist.
+"""Assemble the full report of one run, dispatched on the kind of run data.
 
-:func:`build_report` loads the run once (expert ids only) and runs each analysis module over it,
-timing every stage. The result's ``data`` is the JSON object printed by ``moelens report --json``
-(keys documented in ``docs/metrics.md``, schema ``moelens.report/1``); ``frames`` keeps the full
-polars frames for notebooks and the Rich rendering.
+:func:`build_report` loads the run once through :func:`moelens.analysis.runs.load_any` and
+dispatches on its type: a :class:`~moelens.store.arrays.RunRouting` (per-token routes) gets every
+metric that needs no logits, computed in one pass over the layers
+(:mod:`~moelens.analysis.layerpass`), plus router confidence when logits exist; a
+:class:`~moelens.store.aggregates.RunAggregates` (stats mode) gets what its aggregates determine
+(:mod:`~moelens.analysis.stats_report`). The shared sections (header with status, options,
+baselines, per-layer load rows) come from :mod:`~moelens.analysis.sections`. The result's ``data``
+is the JSON object printed by ``moelens report --json`` (keys documented in ``docs/metrics.md``,
+schema ``moelens.report/1``); ``frames`` keeps the full polars frames for notebooks and the Rich
+rendering.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from moelens.analysis import coactivation
+from moelens.analysis import stats_report
+from moelens.analysis.confidence import confidence_summary
+from moelens.analysis.labels import default_labels, resolve_label
 from moelens.analysis.layerpass import LayerPass, default_workers
-from moelens.analysis.labels import available_labels, resolve_label
 from moelens.analysis.options import ReportOptions
-from moelens.analysis.temporal import any_overlap_baseline, first_or_second_baseline
+from moelens.analysis.runs import RunData, load_any
+from moelens.analysis.sections import (SCHEMA, Clock, Report, baselines, clean, layer_row, options_record, records,
+                                       run_header)
+from moelens.analysis.specialization import rank_cells
+from moelens.errors import ConfigError, option
+from moelens.store import Store
+from moelens.store.aggregates import RunAggregates
+from moelens.store.arrays import regular_pages
+from moelens.store.schema import logits_table
 
-__all__ = ["Report", "build_report", "report_labels", "SCHEMA"]
+__all__ = ["Report", "build_report", "report_labels", "SCHEMA", "clean", "share_matrix_record"]
 
-SCHEMA = "moelens.report/1"
-
-
-@dataclass
-class Report:
-    data: dict[str, Any]
-    frames: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.timings[stage] = self.timings.get(stage, 0.0) + now - self._last
-        self._last = now
+SPEC_COLUMNS = ["layer", "expert", "value", "share", "lift", "ci_low", "ci_high", "count", "tokens", "docs", "q_value"]
 
 
-def clean(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN / inf to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [clean(v) for v in value.tolist()]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    return value
-
-
-def _records(frame: Any, columns: list[str] | None = None) -> list[dict[str, Any]]:
-    if frame is None or not frame.height:
-        return []
-    return clean(frame.select(columns).to_dicts() if columns else frame.to_dicts())
-
-
-def report_labels(routing: Any, options: ReportOptions) -> list[str]:
+def report_labels(run: RunData, options: ReportOptions) -> list[str]:
     """Labels the report tests: the asked ones, else every present label with 2..max_values values + position."""
-    if options.labels is not None:
-        return list(options.labels)
-    out = []
-    for name, kind in available_labels(routing).items():
-        if kind == "token":
-            if name == "position":
-                out.append(name)
-            continue
-        n = len(resolve_label(routing, name).values)
-        if 2 <= n <= options.specialization.max_values:
-            out.append(name)
-    return out
+    return default_labels(run, options.specialization.max_values, options.labels)
 
 
-def _run_info(routing: Any, db_path: str | None) -> dict[str, Any]:
-    meta = (routing.config or {}).get("routing", {})
-    return {"run_id": routing.run_id, "database": db_path, "family": meta.get("family"),
-            "scoring": meta.get("scoring"), "num_experts": routing.num_experts, "top_k": routing.top_k,
-            "tokens": routing.num_tokens, "documents": int(routing.documents.height),
-            "layers": [int(x) for x in routing.layers]}
+def _check_devices(run: RunData, options: ReportOptions) -> None:
+    too_many = [d for d in options.load.devices if d > run.num_experts]
+    if too_many:
+        raise ConfigError(f"{option('devices')} {too_many[0]} exceeds the {run.num_experts} experts of run"
+                          f" {run.run_id!r}; expert-parallel balancedness needs at most one device per expert.")
 
 
 def build_report(db: Any = None, run_id: str | None = None, options: ReportOptions = ReportOptions(), *,
-                 routing: Any = None, has_logits: bool | None = None) -> Report:
-    """Every section of the report for ``run_id`` in ``db`` (or for an already loaded ``routing``)."""
-    from moelens.store.arrays import regular_pages
-
-    clock = _Clock()
-    if routing is None and db is not None:
-        from moelens.analysis.stats_report import build_stats_report, is_stats_run
-        from moelens.store import Store
-
-        store = db if isinstance(db, Store) else Store(db, read_only=True)
-        try:
-            if is_stats_run(store, run_id):
-                return Report(build_stats_report(store, run_id, options), {}, clock.timings)
-        finally:
-            if store is not db:
-                store.close()
+                 run: RunData | None = None, routing: Any = None, has_logits: bool | None = None) -> Report:
+    """Every section of the report for ``run_id`` in ``db`` (or for an already loaded ``run`` / ``routing``)."""
+    clock = Clock()
+    run = run if run is not None else routing
+    db_path = getattr(db, "path", None) or (str(db) if db is not None else None)
     with regular_pages():
-        if routing is None:
-            from moelens.analysis.routing import load_run
+        if run is None:
+            run = load_any(db, run_id, layers=options.layers)
+            clock.lap("load")
+        _check_devices(run, options)
+        if isinstance(run, RunAggregates):
+            return stats_report.build(run, options, db_path, clock)
+        return _build(db, db_path, run, options, clock, has_logits)
 
-            routing = load_run(db, run_id, layers=options.layers)
-        clock.lap("load")
-        return _build(db, routing, options, clock, has_logits)
 
-
-def _build(db: Any, routing: Any, options: ReportOptions, clock: _Clock, has_logits: bool | None) -> Report:
-    layers = options.layers
-    E, k = routing.num_experts, routing.top_k
-    frames: dict[str, Any] = {}
-    data: dict[str, Any] = {"schema": SCHEMA, "run": _run_info(routing, getattr(db, "path", None) or (str(db) if db else None))}
-    sopt = options.specialization
-    data["options"] = clean({"dead_threshold": options.load.dead_threshold, "collapse_effective": options.load.collapse_effective,
-                             "collapse_dead": options.load.collapse_dead, "devices": list(options.load.devices),
-                             "bootstrap": sopt.bootstrap, "confidence": sopt.confidence, "alpha": sopt.alpha,
-                             "min_lift": sopt.min_lift, "min_tokens": sopt.min_tokens, "min_docs": sopt.min_docs,
-                             "min_count": sopt.min_count, "seed": sopt.seed, "top": options.top,
-                             "vocabulary_min_count": options.vocabulary.min_count})
-    data["baselines"] = clean({"share": 1.0 / E, "specialization_share": k / E, "lift": 1.0,
-                               "first_choice": 1.0 / E, "first_or_second": first_or_second_baseline(E) if k >= 2 else None,
-                               "any_overlap": any_overlap_baseline(E, k), "coactivation": coactivation.coactivation_baseline(E, k),
-                               "saturation": k / E, "transition": 1.0 / E})
-
-    # -- one pass over the layers (see layerpass.py) --------------------------------------------
+def share_matrix_record(tests: Any, values: tuple[str, ...]) -> dict[str, Any]:
+    """The full expert x value share matrix of one label (every cell, significant or not), compact:
+    ``share[l][v][e]`` = N(e, v) / N(v) over the top-k slots and ``top1_share`` over the first slot."""
     import polars as pl
 
+    layers = sorted(set(tests["layer"].to_list()))
+    present = [v for v in values if v in set(tests["value"].to_list())]
+    index = {v: i for i, v in enumerate(present)}
+    E = int(tests["expert"].max()) + 1 if tests.height else 0
+    t = tests.with_columns(pl.col("value").replace_strict(index, return_dtype=pl.Int64).alias("_v")).sort(
+        "layer", "_v", "expert")
+    shape = (len(layers), len(present), E)
+    full = t.height == int(np.prod(shape))
+
+    def grid(column: str, digits: int | None = 6) -> Any:
+        if not full:
+            return []
+        a = t[column].to_numpy().astype(np.float64).reshape(shape)
+        return np.round(a, digits) if digits is not None else a.astype(np.int64)
+
+    tokens = t.group_by("layer", "_v").agg(pl.col("tokens").first()).sort("layer", "_v")["tokens"].to_numpy()
+    return clean({"layers": layers, "values": present, "num_experts": E,
+                  "tokens": tokens.reshape(shape[:2]) if full else [],
+                  "share": grid("share"), "top1_share": grid("top1_share"), "count": grid("count", None)})
+
+
+def _label_summary(a: Any, options: ReportOptions) -> dict[str, Any]:
+    """Counts of the label's cells by state and the values left untested, with the reason."""
+    import polars as pl
+
+    t = a.tests
+    s = options.specialization
+    would = (pl.col("tested") & (pl.col("q_value") <= s.alpha) & (pl.col("ci_low") > 1.0) & (pl.col("lift") >= s.min_lift))
+    untested_values = (t.filter(pl.col("state") == "untested").filter(pl.col("untested_reason").str.contains("needed"))
+                       .group_by("value", maintain_order=True)
+                       .agg(pl.col("docs").first(), pl.col("tokens").max(), pl.col("untested_reason").first()))
+    return {"kind": a.kind, "tested": int(t["tested"].sum()), "significant": int(t["significant"].sum()),
+            "not_significant": int((t["state"] == "not_significant").sum()),
+            "untested": int((t["state"] == "untested").sum()),
+            "unsupported": int(t.filter(would & ~pl.col("supported")).height),
+            "untested_values": clean([{"value": r["value"], "documents": r["docs"], "tokens": r["tokens"],
+                                       "reason": r["untested_reason"]} for r in untested_values.iter_rows(named=True)])}
+
+
+def _build(db: Any, db_path: str | None, routing: Any, options: ReportOptions, clock: Clock,
+           has_logits: bool | None) -> Report:
+    import polars as pl
+
+    layers = options.layers
+    frames: dict[str, Any] = {}
+    data: dict[str, Any] = {"schema": SCHEMA, "run": run_header(routing, db_path, mode="routes"),
+                            "options": options_record(options, per_token=True),
+                            "baselines": baselines(routing.num_experts, routing.top_k)}
+
+    # -- one pass over the layers (see layerpass.py) --------------------------------------------
     labels = report_labels(routing, options)
-    layer_pass = LayerPass(routing, labels, options)
+    repeat = list(options.repeat_labels) if options.repeat_labels is not None else \
+        [name for name in labels if resolve_label(routing, name).kind == "document"]
+    layer_pass = LayerPass(routing, labels, options, repeat)
     clock.lap("setup")
     workers = options.workers if options.workers is not None else default_workers(routing)
     result = layer_pass.run(workers)
     clock.lap(f"layers ({workers} worker{'s' if workers > 1 else ''})")
-    rows = []
-    for s in result.load:
-        bal = {key[len("balancedness_"):]: s[key] for key in s if key.startswith("balancedness_")}
-        rows.append({"layer": s["layer"], "tokens": s["tokens"], "load": s["share"], **{
-            name: s[name] for name in ("max_over_mean", "imbalance_ratio", "cv", "gini", "entropy", "entropy_norm",
-                                       "effective_experts", "effective_fraction", "min_utilization", "max_utilization",
-                                       "dead_experts", "dead_fraction", "never_routed", "collapsed", "collapse_reason")},
-            "balancedness": bal})
+    rows = [layer_row(s["layer"], s["tokens"], s) for s in result.load]
     data["layers"] = clean(rows)
     frames["load"] = pl.DataFrame([{k: v for k, v in r.items() if k not in ("load", "balancedness")} for r in rows])
 
     analyses = layer_pass.specialization(result)
-    data["specialization"], data["specialization_tests"], data["nmi"] = {}, {}, {}
-    cols = ["layer", "expert", "value", "share", "lift", "ci_low", "ci_high", "count", "tokens", "docs", "q_value"]
+    data["specialization"], data["specialization_tests"], data["nmi"], data["share_matrix"] = {}, {}, {}, {}
     for a in analyses:
-        sig = (a.tests.filter(pl.col("significant")).sort("lift", descending=True)
-               .group_by("layer", "value", maintain_order=True).head(options.top)
-               .sort(["value", "layer", "lift"], descending=[False, False, True]))
-        data["specialization"][a.label] = _records(sig, cols)
-        data["specialization_tests"][a.label] = {"kind": a.kind, "tested": int(a.tests["tested"].sum()),
-                                                 "significant": int(a.tests["significant"].sum())}
-        data["nmi"][a.label] = _records(a.nmi, ["layer", "nmi", "nmi_baseline", "nmi_permuted"])
+        sig = (rank_cells(a.tests.filter(pl.col("significant")))
+               .group_by("layer", "value", maintain_order=True).head(options.top))
+        data["specialization"][a.label] = records(rank_cells(sig), SPEC_COLUMNS)
+        data["specialization_tests"][a.label] = _label_summary(a, options)
+        data["nmi"][a.label] = records(a.nmi, ["layer", "nmi", "nmi_baseline", "nmi_permuted"])
+        data["share_matrix"][a.label] = share_matrix_record(a.tests, resolve_label(routing, a.label).values)
         frames[f"specialization:{a.label}"] = a.tests
         frames[f"nmi:{a.label}"] = a.nmi
     pos_tests = frames.get("specialization:position")
     if pos_tests is not None and pos_tests.height:
         first = (pos_tests.filter(pl.col("value") == "0").sort("share", descending=True)
                  .group_by("layer", maintain_order=True).head(3).sort("layer", "share", descending=[False, True]))
-        data["position"] = {"first_token": _records(first, ["layer", "expert", "share", "lift", "ci_low", "ci_high",
-                                                             "significant"])}
+        data["position"] = {"first_token": records(first, ["layer", "expert", "share", "lift", "ci_low", "ci_high",
+                                                            "significant"])}
     else:
         data["position"] = {"first_token": []}
     clock.lap("specialization")
@@ -184,25 +162,25 @@ def _build(db: Any, routing: Any, options: ReportOptions, clock: _Clock, has_log
         if rates.height and reuse.height else rates
     frames["crosslayer"] = pl.DataFrame(result.crosslayer) if result.crosslayer else pl.DataFrame()
     for name in ("vocabulary", "coactivation", "temporal", "crosslayer"):
-        data[name] = _records(frames[name])
+        data[name] = records(frames[name])
+    data["repeat_rates_by_label"] = {}
+    for label in repeat:
+        frame = pl.DataFrame(result.label_rates.get(label, [])) if result.label_rates.get(label) else pl.DataFrame()
+        frames[f"repeat_rates:{label}"] = frame
+        data["repeat_rates_by_label"][label] = records(frame)
     clock.lap("assemble")
     stage_times = {f"  {stage} (in layer pass)": seconds for stage, seconds in result.timings.items()}
 
     # -- router confidence (only with logits) ------------------------------------------------
     data["confidence"] = None
     if options.confidence_section and db is not None and (has_logits if has_logits is not None else _has_logits(db, routing)):
-        from moelens.analysis.confidence import confidence_summary
-
         frames["confidence"] = confidence_summary(db, routing, layers)
-        data["confidence"] = _records(frames["confidence"])
+        data["confidence"] = records(frames["confidence"])
         clock.lap("confidence")
     return Report(data, frames, {**clock.timings, **stage_times})
 
 
 def _has_logits(db: Any, routing: Any) -> bool:
-    from moelens.store import Store
-    from moelens.store.schema import logits_table
-
     store = db if isinstance(db, Store) else Store(db, read_only=True)
     try:
         info = store.get_run(routing.run_id)

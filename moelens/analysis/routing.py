@@ -1,9 +1,10 @@
 """The analysis input: a :class:`~moelens.store.arrays.RunRouting`, loaded from a database or built from arrays.
 
-:func:`load_run` is the one place the analysis suite reads a database (through
-:func:`moelens.store.arrays.load_routing`, which pushes run / layer / document selection down to
-DuckDB). :func:`from_arrays` builds the same object from numpy arrays, for tests, notebooks and
-routing that comes from elsewhere (serving engines' routed-experts arrays).
+:func:`load_run` reads a per-token run through the one loader, :func:`moelens.analysis.runs.load_any`
+(which pushes run / layer / document selection down to DuckDB and types stats-mode runs as
+:class:`~moelens.store.aggregates.RunAggregates`). :func:`from_arrays` builds the same object from
+numpy arrays, for tests, notebooks and routing that comes from elsewhere (serving engines'
+routed-experts arrays).
 """
 
 from __future__ import annotations
@@ -13,34 +14,21 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from moelens.analysis.runs import load_any, require_routing
 from moelens.errors import ConfigError
-from moelens.store.arrays import RunRouting, load_routing
+from moelens.store.arrays import RunRouting
 
 __all__ = ["RunRouting", "load_run", "from_arrays", "doc_index"]
 
 
 def load_run(db: Any, run_id: str | None = None, *, layers: Iterable[int] | None = None, weights: bool = False) -> RunRouting:
-    """Load a run's routing (expert ids; gate weights only when asked) from a trace database.
+    """Load a run's per-token routing (expert ids; gate weights only when asked) from a trace database.
 
-    Raises :class:`~moelens.errors.ConfigError` for a layer the run did not trace (listing those it did).
+    Loads through :func:`moelens.analysis.runs.load_any`; raises
+    :class:`~moelens.errors.ConfigError` for a layer the run did not trace (listing those it did) and
+    :class:`~moelens.errors.UnavailableError` for a stats-mode run (it has no per-token routes).
     """
-    from moelens.store import Store
-
-    store = db if isinstance(db, Store) else Store(db, read_only=True)
-    try:
-        info = store.require_run(run_id)
-        if layers is not None:
-            layers = sorted({int(x) for x in layers})
-            traced = [r[0] for r in store.con.execute(
-                "SELECT DISTINCT layer FROM sites WHERE run_id = ? AND is_primary ORDER BY layer", [info.run_id]).fetchall()]
-            missing = [x for x in layers if x not in traced]
-            if missing:
-                raise ConfigError(f"layer {missing[0]} is not a traced MoE layer; traced layers: "
-                                  f"{', '.join(str(x) for x in traced)}.")
-        return load_routing(store, info.run_id, layers=layers, weights=weights)
-    finally:
-        if not isinstance(db, Store):
-            store.close()
+    return require_routing(load_any(db, run_id, layers=layers, weights=weights), "this analysis")
 
 
 def from_arrays(experts: np.ndarray, *, num_experts: int | None = None, doc_id: Sequence[int] | None = None,

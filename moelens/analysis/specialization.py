@@ -17,10 +17,18 @@ For a label (domain, language, source, a ``meta`` key, position bucket, token id
   under "lift = 1", ``1/expected`` (a high count has a smaller relative spread than the null one,
   which made small noisy cells look significant); one-sided p-value; Benjamini-Hochberg
   q-values over every tested (layer, value, expert) of the label;
-* significant (reported as specialization) when ``q <= alpha`` (0.05) and ``ci_low > 1`` and
-  ``lift >= min_lift`` (1.25) and ``N(e, v) >= min_count``; a value is tested only with at least
-  ``min_tokens`` tokens in ``min_docs`` documents (with fewer documents the bootstrap cannot
-  see between-document variation).
+* significant (reported as specialization) when ``q <= alpha`` (0.01) and ``ci_low > 1`` and
+  ``lift >= min_lift`` (1.25) and the cell has support: ``N(e, v) >= min_count``, share
+  ``>= min_share_ratio * k/E`` and the expert's load at the layer ``>= min_utilization`` of a
+  fair share (dead and near-dead experts reach huge lifts on a handful of tokens: they are never
+  specialists). A value is tested only with at least ``min_tokens`` tokens in ``min_docs``
+  documents (with fewer documents the bootstrap cannot see between-document variation);
+* ``state``: ``"significant"``, ``"not_significant"`` (tested; ``supported`` says whether the
+  support floors held) or ``"untested"``, with ``untested_reason`` ("3 documents < 5 needed");
+* rankings order cells by ``ci_low`` (the lower bound of the lift's interval), then lift: a large
+  lift measured on few tokens has a wide interval and ranks below a well-supported one;
+* ``top1_count`` / ``top1_share``: the same share counting only the router's first slot (OLMoE's
+  top-1 domain specialization; sums to 1 over experts).
 
 Normalized mutual information between expert and label per layer:
 ``NMI = I(E; V) / ((H(E) + H(V)) / 2)`` over top-k assignments; baselines: the plug-in bias under
@@ -41,7 +49,9 @@ from moelens.analysis.options import SpecializationOptions
 from moelens.analysis.routing import doc_index
 
 __all__ = ["specialization_tests", "label_nmi", "analyse_labels", "LabelAnalysis", "SpecializationRun",
-           "resample_weights"]
+           "resample_weights", "rank_cells", "STATES"]
+
+STATES = ("significant", "not_significant", "untested")
 
 
 @dataclass(frozen=True)
@@ -151,68 +161,82 @@ class SpecializationRun:
         prep.groups = (order, bounds, W, tok_unit, per_value)
         return prep
 
-    def _cell_counts(self, view: Any, cell: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
-        """``C[cells, E]`` routes and ``n[cells]`` recorded tokens per cell (sentinel cell ``cells`` dropped)."""
+    def _cell_counts(self, view: Any, cell: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``C[cells, E]`` routes, ``C1[cells, E]`` first-slot routes and ``n[cells]`` recorded tokens per cell
+        (sentinel cell ``cells`` dropped)."""
         E = self.E
         base = view.ws.get("cellE", (view.T,), np.int64)
         np.multiply(cell, E, out=base)
         key = view.keys(base, cells * E)
         C = np.bincount(key.reshape(-1), minlength=(cells + 1) * E)[:cells * E].reshape(cells, E)
+        key1 = view.keys(base, cells * E, slot=0)
+        C1 = np.bincount(key1, minlength=(cells + 1) * E)[:cells * E].reshape(cells, E)
         if view.dropped:
             n = np.bincount(cell[view.recorded], minlength=cells + 1)[:cells]
         else:
             n = self._token_n.get(id(cell))
             if n is None:
                 n = self._token_n[id(cell)] = np.bincount(cell, minlength=cells + 1)[:cells]
-        return C, n
+        return C, C1, n
 
     def add_layer(self, view: Any) -> None:
         U, E, B = self.U, self.E, self.options.bootstrap
-        doc_C = doc_n = None
+        doc_C = doc_C1 = doc_n = None
         for j in self.order:
             prep = self.labels[j]
             V1 = prep.V + 1
             permuted = float("nan")
             if prep.cell is not None:
-                C, n = self._cell_counts(view, prep.cell, U * V1)
-                C, n = C.reshape(U, V1, E), n.reshape(U, V1)
+                C, C1, n = self._cell_counts(view, prep.cell, U * V1)
+                C, C1, n = C.reshape(U, V1, E), C1.reshape(U, V1, E), n.reshape(U, V1)
                 N, Nv = C.sum(0).astype(np.float64), n.sum(0).astype(np.float64)
+                N1 = C1.sum(0)
                 R = (self.W @ C.reshape(U, -1).astype(np.float32)).reshape(B, V1, E)
                 Rn = self.W @ n.astype(np.float32)
                 docs_v = (n > 0).sum(0)
                 if doc_C is None and prep.label.kind == "token" and j == self.order[0]:
-                    doc_C, doc_n = C.sum(1), n.sum(1)
+                    doc_C, doc_C1, doc_n = C.sum(1), C1.sum(1), n.sum(1)
             else:
                 order, bounds, W, tok_unit, per_value = prep.groups
                 if tok_unit is None:  # units are documents, in value order
                     if doc_C is None:
-                        doc_C, doc_n = self._cell_counts(view, self.unit, U)
-                    Ci, ni = doc_C[order], doc_n[order]
+                        doc_C, doc_C1, doc_n = self._cell_counts(view, self.unit, U)
+                    Ci, C1i, ni = doc_C[order], doc_C1[order], doc_n[order]
                 else:
-                    Ci, ni = self._cell_counts(view, tok_unit, W.shape[1])
+                    Ci, C1i, ni = self._cell_counts(view, tok_unit, W.shape[1])
                 Cu, nu = Ci.astype(np.float32), ni.astype(np.float32)
-                N, Nv = np.zeros((V1, E)), np.zeros(V1)
+                N, Nv, N1 = np.zeros((V1, E)), np.zeros(V1), np.zeros((V1, E), np.int64)
                 R, Rn = np.zeros((B, V1, E), np.float32), np.zeros((B, V1), np.float32)
                 docs_v = per_value.astype(np.float64) if tok_unit is not None else np.zeros(V1)
                 shuffled = np.random.default_rng(self.options.seed + 1).permutation(len(nu))
                 Np = np.zeros((V1, E))
                 for v in range(V1):
                     a, b = bounds[v], bounds[v + 1]
-                    N[v], Nv[v] = Ci[a:b].sum(0), ni[a:b].sum()
+                    N[v], Nv[v], N1[v] = Ci[a:b].sum(0), ni[a:b].sum(), C1i[a:b].sum(0)
                     R[:, v], Rn[:, v] = W[:, a:b] @ Cu[a:b], W[:, a:b] @ nu[a:b]
                     Np[v] = Ci[shuffled[a:b]].sum(0)
                     if tok_unit is None:
                         docs_v[v] = (ni[a:b] > 0).sum()
                 permuted = _nmi(Np)
             self._record(prep, view, np.asarray(N, np.float64), np.asarray(Nv, np.float64), R.astype(np.float64),
-                         Rn.astype(np.float64), docs_v, permuted)
+                         Rn.astype(np.float64), docs_v, permuted, np.asarray(N1, np.int64))
 
-    def _record(self, prep: _Prepared, view: Any, N, Nv, R, Rn, docs_v, permuted: float) -> None:
+    def _record(self, prep: _Prepared, view: Any, N, Nv, R, Rn, docs_v, permuted: float, N1) -> None:
         options, E, V = self.options, self.E, prep.V
         share, overall, lift, lo, hi, se, p = _stats(N, Nv, R, Rn, options)
-        testable = ((Nv >= options.min_tokens) & (docs_v >= options.min_docs))[:V, None] & (overall > 0)[None, :]
+        value_ok = ((Nv >= options.min_tokens) & (docs_v >= options.min_docs))[:V]
+        testable = value_ok[:, None] & (overall > 0)[None, :]
         testable &= np.isfinite(p[:V])
+        # why a cell is untested: 1 too few documents, 2 too few tokens, 3 expert never routed, 4 no variation
+        reason = np.where(~value_ok[:, None] & (docs_v[:V] < options.min_docs)[:, None], 1,
+                          np.where(~value_ok[:, None], 2, np.where((overall <= 0)[None, :], 3, 4)))
+        reason = np.where(testable, 0, reason).astype(np.int8)
+        counts = view.counts.astype(np.float64)
+        fair = counts.sum() / E if E else 0.0
+        utilization = counts / fair if fair > 0 else np.zeros(E)
         k_eff = view.k_eff
+        with np.errstate(divide="ignore", invalid="ignore"):
+            top1_share = N1[:V] / Nv[:V, None]
         prep.parts.append({
             "layer": np.full(V * E, view.layer, np.int32), "value_code": np.repeat(np.arange(V), E).astype(np.int32),
             "expert": np.tile(np.arange(E, dtype=np.int32), V),
@@ -221,7 +245,9 @@ class SpecializationRun:
             "share": share[:V].ravel(), "overall_share": np.tile(overall, V), "baseline_share": np.full(V * E, k_eff / E),
             "lift": lift[:V].ravel(), "ci_low": lo[:V].ravel(), "ci_high": hi[:V].ravel(),
             "se_log_lift": se[:V].ravel(), "p_value": np.where(testable, p[:V], np.nan).ravel(),
-            "tested": testable.ravel()})
+            "tested": testable.ravel(), "untested_code": reason.ravel(),
+            "top1_count": N1[:V].ravel().astype(np.int64), "top1_share": top1_share.ravel(),
+            "utilization": np.tile(utilization, V)})
         A = float(N.sum())
         Vn = int((N.sum(1) > 0).sum())
         hv, he = float(entropy(N.sum(1))), float(entropy(N.sum(0)))
@@ -240,15 +266,43 @@ class SpecializationRun:
             names = np.array(lab.values[:V] if V else ["-"], dtype=object)
             o = self.options
             frame = frame.with_columns(pl.Series("q_value", q)).with_columns(
-                significant=(pl.col("tested") & (pl.col("q_value") <= o.alpha) & (pl.col("ci_low") > 1.0)
-                             & (pl.col("lift") >= o.min_lift) & (pl.col("count") >= o.min_count)).fill_null(False),
+                supported=((pl.col("count") >= o.min_count) & (pl.col("utilization") >= o.min_utilization)
+                           & (pl.col("share") >= o.min_share_ratio * pl.col("baseline_share"))).fill_null(False),
                 value=pl.Series(names[frame["value_code"].to_numpy()] if frame.height else [], dtype=pl.String))
+            frame = frame.with_columns(
+                significant=(pl.col("tested") & (pl.col("q_value") <= o.alpha) & (pl.col("ci_low") > 1.0)
+                             & (pl.col("lift") >= o.min_lift) & pl.col("supported")).fill_null(False))
+            frame = frame.with_columns(
+                state=pl.when(pl.col("significant")).then(pl.lit("significant"))
+                .when(pl.col("tested")).then(pl.lit("not_significant")).otherwise(pl.lit("untested")),
+                untested_reason=_untested_reason(o))
             frame = frame.select("layer", "value", "expert",
-                                 *[c for c in frame.columns if c not in ("layer", "value", "expert", "value_code")])
+                                 *[c for c in frame.columns if c not in ("layer", "value", "expert", "value_code",
+                                                                          "untested_code")])
             frame = frame.with_columns(pl.lit(lab.name).alias("label")).select("label", *frame.columns)
             nmi = pl.DataFrame(prep.nmis) if prep.nmis else pl.DataFrame({"layer": [], "nmi": []})
             out.append(LabelAnalysis(lab.name, lab.kind, frame, nmi.with_columns(pl.lit(lab.name).alias("label"))))
         return out
+
+
+def _untested_reason(o: SpecializationOptions):
+    """The ``untested_reason`` column: what the cell has and what it would need (null when tested)."""
+    import polars as pl
+
+    code = pl.col("untested_code")
+    return (pl.when(code == 1).then(pl.format("{} documents < {} needed", pl.col("docs"), pl.lit(o.min_docs)))
+            .when(code == 2).then(pl.format("{} tokens < {} needed", pl.col("tokens"), pl.lit(o.min_tokens)))
+            .when(code == 3).then(pl.lit("the expert is never routed at this layer"))
+            .when(code == 4).then(pl.lit("no variation between documents to test against"))
+            .otherwise(pl.lit(None, dtype=pl.String)))
+
+
+def rank_cells(tests: Any) -> Any:
+    """Cells in ranking order: the lower bound of the lift's interval first, then the lift (support-aware)."""
+    import polars as pl
+
+    return tests.sort([pl.col("ci_low").fill_nan(None), pl.col("lift").fill_nan(None)], descending=[True, True],
+                      nulls_last=True)
 
 
 def _stats(N: np.ndarray, Nv: np.ndarray, R: np.ndarray, Rn: np.ndarray, options: SpecializationOptions):
@@ -297,14 +351,13 @@ def analyse_labels(routing: Any, labels: Iterable[str | Label], *, layers: Itera
 def _empty_tests():
     import polars as pl
 
-    return pl.DataFrame({"layer": [], "value_code": [], "expert": [], "count": [], "tokens": [], "docs": [],
-                         "share": [], "overall_share": [], "baseline_share": [], "lift": [], "ci_low": [], "ci_high": [],
-                         "se_log_lift": [], "p_value": [], "tested": []},
-                        schema={"layer": pl.Int32, "value_code": pl.Int32, "expert": pl.Int32, "count": pl.Int64,
-                                "tokens": pl.Int64, "docs": pl.Int64, "share": pl.Float64, "overall_share": pl.Float64,
-                                "baseline_share": pl.Float64, "lift": pl.Float64, "ci_low": pl.Float64,
-                                "ci_high": pl.Float64, "se_log_lift": pl.Float64, "p_value": pl.Float64,
-                                "tested": pl.Boolean})
+    schema = {"layer": pl.Int32, "value_code": pl.Int32, "expert": pl.Int32, "count": pl.Int64,
+              "tokens": pl.Int64, "docs": pl.Int64, "share": pl.Float64, "overall_share": pl.Float64,
+              "baseline_share": pl.Float64, "lift": pl.Float64, "ci_low": pl.Float64,
+              "ci_high": pl.Float64, "se_log_lift": pl.Float64, "p_value": pl.Float64,
+              "tested": pl.Boolean, "untested_code": pl.Int8, "top1_count": pl.Int64, "top1_share": pl.Float64,
+              "utilization": pl.Float64}
+    return pl.DataFrame({name: [] for name in schema}, schema=schema)
 
 
 def specialization_tests(routing: Any, label: str | Label, *, layers: Iterable[int] | None = None,

@@ -54,84 +54,112 @@ def within_document_shuffle(routing: Any, seed: int = 0) -> np.ndarray:
 
 
 class Temporal:
-    """Per-layer repeat rates and reuse gaps; the pair mask and the shuffle are built once per run."""
+    """Per-layer repeat rates and reuse gaps; the pair mask and the shuffle are built once per run.
 
-    def __init__(self, routing: Any, by: str | None = None, seed: int = 0) -> None:
+    Rates are computed per value of ``by`` (one group, ``"all"``, without it) and, from the same
+    per-pair hits, per value of each of ``labels`` (:meth:`label_rows`).
+    """
+
+    def __init__(self, routing: Any, by: str | None = None, seed: int = 0, labels: Iterable[str] = ()) -> None:
         self.routing, self.by = routing, by
         self.E = routing.num_experts
         self.di = doc_index(routing)
         self.pos = routing.pos
         self.pair = same_doc_next(self.di, routing.pos)  # [T-1]: (t, t+1) are consecutive in one document
         self.perm = within_document_shuffle(routing, seed)
-        if by is None:
-            self.groups, self.names = np.where(self.pair, 0, -1), ("all",)
-        else:
-            label = resolve_label(routing, by)
-            codes = label.codes[self.di] if label.kind == "document" else label.codes
-            self.groups, self.names = np.where(self.pair, codes[:-1], -1).astype(np.int64), label.values
-        self.pairs = np.bincount(self.groups[self.groups >= 0], minlength=len(self.names))
+        self.groupings = [self._grouping(by)] + [self._grouping(name) for name in labels]
+        self.labels = tuple(labels)
+        self.groups, self.names, self.pairs = self.groupings[0]
 
-    def _sums(self, hits: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def _grouping(self, by: str | None) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+        if by is None:
+            groups, names = np.where(self.pair, 0, -1), ("all",)
+        else:
+            label = resolve_label(self.routing, by)
+            codes = label.codes[self.di] if label.kind == "document" else label.codes
+            groups, names = np.where(self.pair, codes[:-1], -1).astype(np.int64), label.values
+        return groups, names, np.bincount(groups[groups >= 0], minlength=len(names))
+
+    @staticmethod
+    def _sums(groups: np.ndarray, G: int, hits: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Mean of ``hits`` over valid pairs, per group."""
-        G = len(self.names)
-        ok = valid & (self.groups >= 0)
+        ok = valid & (groups >= 0)
         if G == 1:
             n = int(ok.sum())
             return np.array([(hits & ok).sum() / n if n else np.nan]) if hits.dtype == bool else \
                 np.array([hits[ok].sum() / n if n else np.nan])
-        g = self.groups[ok]
+        g = groups[ok]
         total = np.bincount(g, weights=hits[ok].astype(np.float64), minlength=G)
         n = np.bincount(g, minlength=G)
         with np.errstate(invalid="ignore", divide="ignore"):
             return total / n
 
-    def _rates(self, view: Any, top1: np.ndarray, top2: np.ndarray | None, masks: np.ndarray) -> dict[str, np.ndarray]:
-        """Rates per group over pairs (t, t+1); slots that are not routed experts do not count."""
+    def _hits(self, view: Any, top1: np.ndarray, top2: np.ndarray | None,
+              masks: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
+        """Per pair (t, t+1): ``(hit, counted)`` for each rate; slots that are not routed experts do not count."""
         a0, b0 = top1[:-1], top1[1:]
         ok1 = (a0 >= 0) & (b0 >= 0) if view.dropped else np.ones(len(a0), bool)
-        out = {"first_choice": self._sums(a0 == b0, ok1)}
+        out: dict[str, tuple[np.ndarray, np.ndarray] | None] = {"first_choice": (a0 == b0, ok1)}
         if top2 is not None:
             a1, b1 = top2[:-1], top2[1:]
             hit = (a0 == b0) | (a0 == b1) | (a1 == b0) | (a1 == b1)
             ok2 = ok1 & (a1 >= 0) & (b1 >= 0) if view.dropped else ok1
-            out["first_or_second"] = self._sums(hit, ok2)
+            out["first_or_second"] = (hit, ok2)
         else:
-            out["first_or_second"] = np.full(len(self.names), np.nan)
+            out["first_or_second"] = None
         both = view.ws.get("pair_and", masks[:, 1:].shape, np.uint64)
         np.bitwise_and(masks[:, :-1], masks[:, 1:], out=both)
         inter = _popcount(both[0]).astype(np.int64)
         for w in range(1, len(both)):
             inter += _popcount(both[w])
         okk = (masks[:, :-1] != 0).any(0) & (masks[:, 1:] != 0).any(0) if view.dropped else ok1
-        out["any_overlap"] = self._sums(inter > 0, okk)
-        out["topk_overlap"] = self._sums(inter / view.k, okk)
+        out["any_overlap"] = (inter > 0, okk)
+        out["topk_overlap"] = (inter / view.k, okk)
         return out
 
-    def rate_rows(self, view: Any) -> list[dict[str, Any]]:
+    def _rates(self, hits: dict, groups: np.ndarray, G: int) -> dict[str, np.ndarray]:
+        return {name: np.full(G, np.nan) if h is None else self._sums(groups, G, *h) for name, h in hits.items()}
+
+    def _all_rows(self, view: Any) -> list[list[dict[str, Any]]]:
         E, k = self.E, view.k
         top2 = view.slots[1] if k >= 2 else None
-        stats = self._rates(view, view.top1, top2, view.masks)
+        hits = self._hits(view, view.top1, top2, view.masks)
         p = self.perm
         shuffled_masks = view.ws.get("shuffled_masks", view.masks.shape, np.uint64)
         np.take(view.masks, p, axis=1, out=shuffled_masks)
-        shuffled = self._rates(view, view.top1[p], top2[p] if top2 is not None else None, shuffled_masks)
-        rows = []
-        for g in range(len(self.names)):
-            if self.pairs[g] == 0:
-                continue
-            row: dict[str, Any] = {"layer": view.layer}
-            if self.by is not None:
-                row[self.by] = self.names[g]
-            row["pairs"] = int(self.pairs[g])
-            for name in _RATES:
-                row[name] = float(stats[name][g])
-            row.update(baseline_first_choice=1.0 / E,
-                       baseline_first_or_second=first_or_second_baseline(E) if k >= 2 else float("nan"),
-                       baseline_any_overlap=any_overlap_baseline(E, k), baseline_topk_overlap=k / E)
-            for name in _RATES:
-                row[f"shuffled_{name}"] = float(shuffled[name][g])
-            rows.append(row)
-        return rows
+        shuffled_hits = self._hits(view, view.top1[p], top2[p] if top2 is not None else None, shuffled_masks)
+        out = []
+        for index, (groups, names, pairs) in enumerate(self.groupings):
+            by = self.by if index == 0 else self.labels[index - 1]
+            stats = self._rates(hits, groups, len(names))
+            shuffled = self._rates(shuffled_hits, groups, len(names))
+            rows = []
+            for g in range(len(names)):
+                if pairs[g] == 0:
+                    continue
+                row: dict[str, Any] = {"layer": view.layer}
+                if by is not None:
+                    row[by if index == 0 else "value"] = names[g]
+                row["pairs"] = int(pairs[g])
+                for name in _RATES:
+                    row[name] = float(stats[name][g])
+                row.update(baseline_first_choice=1.0 / E,
+                           baseline_first_or_second=first_or_second_baseline(E) if k >= 2 else float("nan"),
+                           baseline_any_overlap=any_overlap_baseline(E, k), baseline_topk_overlap=k / E)
+                for name in _RATES:
+                    row[f"shuffled_{name}"] = float(shuffled[name][g])
+                rows.append(row)
+            out.append(rows)
+        return out
+
+    def rate_rows(self, view: Any) -> list[dict[str, Any]]:
+        """The layer's rows per value of ``by`` (one row without it)."""
+        return self._all_rows(view)[0]
+
+    def layer_rows(self, view: Any) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """``(rows per value of by, {label: rows with a "value" column})`` from one computation of the hits."""
+        parts = self._all_rows(view)
+        return parts[0], dict(zip(self.labels, parts[1:]))
 
     def reuse_row(self, view: Any) -> dict[str, Any]:
         top1 = view.top1

@@ -1,13 +1,21 @@
 """Vocabulary specialization: how consistently a token id goes to one expert, and each expert's tokens.
 
-OLMoE (§5.4) token specialization: for a token id ``x`` seen ``N(x) >= min_count`` times (10),
-``max_e N(x, e) / N(x)``, where ``N(x, e)`` counts occurrences of ``x`` whose **top-1** expert
-is ``e`` (``top1``) or that have ``e`` **among the top-k** (``topk``). Per layer the suite
-reports the mean over token ids (``*_mean``, OLMoE's figure) and the occurrence-weighted mean
-(``*_weighted``). Baselines: uniform routing gives ``1/E`` (top-1) and ``k/E`` (top-k) for
-infinitely frequent tokens; ``shuffled_*`` recomputes the metric after permuting token ids over
-the layer's tokens, which keeps the load and the token frequencies and shows the finite-sample
-floor that a rare token reaches by chance.
+OLMoE (§5.4) token specialization of a token id ``x``: ``max_e N(x, e) / N(x)``, where
+``N(x, e)`` counts occurrences of ``x`` whose **top-1** expert is ``e`` (``top1``) or that have
+``e`` **among the top-k** (``topk``). Per layer the suite reports the mean over token ids
+(``*_mean``) and the occurrence-weighted mean (``*_weighted``), in two conventions:
+
+* **paper** (``paper_*`` columns): over every token id seen at the layer, as OLMoE's per-layer
+  top-1 and top-k figures average;
+* **filtered** (the unprefixed columns): over token ids seen ``N(x) >= min_count`` times (10),
+  like the ``len >= 10`` filter of OLMoE's released analysis script. A token seen once is
+  "100 % specialized" by construction, so the paper convention is higher on small or
+  long-tailed data; the filtered one is the one to compare across runs of different sizes.
+
+Baselines: uniform routing gives ``1/E`` (top-1) and ``k/E`` (top-k) for infinitely frequent
+tokens; ``shuffled_*`` (and ``paper_shuffled_*``) recompute the metric after permuting token
+ids over the layer's tokens, which keeps the load and the token frequencies and shows the
+finite-sample floor that a rare token reaches by chance.
 
 Characteristic tokens of an expert: token ids ranked by lift ``(N(x, e)/N(x)) / (N(e)/N)``
 among pairs with ``N(x, e) >= min_pair_count``, ties broken by count.
@@ -52,41 +60,43 @@ def _max_share(counts_ue: np.ndarray, n_u: np.ndarray) -> tuple[float, float]:
 
 
 class TokenSpecialization:
-    """Per-layer token specialization over every token, rare ids in one sentinel row (no gathers)."""
+    """Per-layer token specialization over every token id, both conventions from one count matrix."""
 
     def __init__(self, routing: Any, options: VocabularyOptions = VocabularyOptions()) -> None:
         E = routing.num_experts
         ids, inv, counts = np.unique(routing.token_id, return_inverse=True, return_counts=True)
-        keep = counts >= options.min_count
-        self.U, self.E = int(keep.sum()), E
-        remap = np.full(len(ids), self.U, np.int64)  # rare ids -> sentinel row U
-        remap[keep] = np.arange(self.U)
-        u = remap[inv.reshape(-1)]
+        self.U, self.E = len(ids), E
+        self.frequent = counts >= options.min_count  # the filtered convention's token ids
+        u = inv.reshape(-1).astype(np.int64)
         perm = np.random.default_rng(options.seed).permutation(len(u))
         self.rows = {"": u, "shuffled_": u[perm]}
         self.rowsE = {name: r * E for name, r in self.rows.items()}
         self._n: dict[str, np.ndarray] = {}
 
     def _matrix(self, view: Any, rowsE: np.ndarray, slot: int | None) -> np.ndarray:
-        cells = (self.U + 1) * self.E
+        cells = self.U * self.E
         key = view.keys(rowsE, cells, slot)
-        return np.bincount(key.reshape(-1), minlength=cells + 1)[:self.U * self.E].reshape(self.U, self.E)
+        return np.bincount(key.reshape(-1), minlength=cells + 1)[:cells].reshape(self.U, self.E)
 
     def layer_row(self, view: Any) -> dict[str, Any]:
         row: dict[str, Any] = {"layer": view.layer}
+        keep = self.frequent
         for name, rows in self.rows.items():
             if view.dropped:
-                n_u = np.bincount(rows[~view.invalid[:, 0]], minlength=self.U + 1)[:self.U]
+                n_u = np.bincount(rows[~view.invalid[:, 0]], minlength=self.U)
             else:
                 n_u = self._n.get(name)
                 if n_u is None:
-                    n_u = self._n[name] = np.bincount(rows, minlength=self.U + 1)[:self.U]
+                    n_u = self._n[name] = np.bincount(rows, minlength=self.U)
             if not name:
-                row["token_ids"], row["occurrences"] = int((n_u > 0).sum()), int(n_u.sum())
-            row[f"{name}top1_mean"], row[f"{name}top1_weighted"] = _max_share(
-                self._matrix(view, self.rowsE[name], 0), n_u)
-            row[f"{name}topk_mean"], row[f"{name}topk_weighted"] = _max_share(
-                self._matrix(view, self.rowsE[name], None), n_u)
+                row["token_ids"], row["occurrences"] = int((n_u[keep] > 0).sum()), int(n_u[keep].sum())
+                row["paper_token_ids"], row["paper_occurrences"] = int((n_u > 0).sum()), int(n_u.sum())
+            top1 = self._matrix(view, self.rowsE[name], 0)
+            topk = self._matrix(view, self.rowsE[name], None)
+            row[f"{name}top1_mean"], row[f"{name}top1_weighted"] = _max_share(top1[keep], n_u[keep])
+            row[f"{name}topk_mean"], row[f"{name}topk_weighted"] = _max_share(topk[keep], n_u[keep])
+            row[f"paper_{name}top1_mean"], row[f"paper_{name}top1_weighted"] = _max_share(top1, n_u)
+            row[f"paper_{name}topk_mean"], row[f"paper_{name}topk_weighted"] = _max_share(topk, n_u)
         row["baseline_top1"] = 1.0 / self.E
         row["baseline_topk"] = view.k_eff / self.E
         return row

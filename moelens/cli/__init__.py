@@ -1,8 +1,10 @@
 """The ``moelens`` command line: one module per command, errors as one actionable line.
 
-Known errors (:class:`~moelens.errors.MoelensError`) print ``error: <what to do>`` and exit 2;
-Ctrl-C exits 130 after the work already committed is safe; anything unexpected prints one line
-and exits 1. Set ``MOELENS_DEBUG=1`` (or pass ``--debug``) to see full tracebacks.
+Known errors (:class:`~moelens.errors.MoelensError`, a bad command line, a path the system
+refuses) print ``error: <what to do>`` on one line and exit 2 - :mod:`moelens.cli._errors` maps
+each to its message, with options spelled as this command's flags; Ctrl-C exits 130 after the
+work already committed is safe; anything unexpected prints one line and exits 1. Set
+``MOELENS_DEBUG=1`` (or pass ``--debug``) to see full tracebacks.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ COMMANDS = {
     "compare": "compare",
     "export": "export",
     "families": "families",
+    "runs": "runs",
 }
 
 
@@ -29,10 +32,19 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors raised as one line instead of a usage block and ``sys.exit``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from moelens.cli._errors import UsageError
+
+        raise UsageError(f"{message} (see `{self.prog} --help`).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from moelens._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="moelens", formatter_class=_Formatter,
         description="Capture, store and analyse the routing of Mixture-of-Experts models.",
         epilog="examples:\n  moelens demo\n  moelens trace moelens-mini data.jsonl --out runs.duckdb\n"
@@ -43,23 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, module in COMMANDS.items():
         import_module(f"moelens.cli.{module}").add_parser(sub, _Formatter)
+    from moelens.cli._errors import flag_names
+
+    every: dict[str, str] = {}
+    for command in sub.choices.values():  # a name another command has a flag for is spelled as that flag
+        every.update({k: v for k, v in flag_names(command).items() if v.startswith("--")})
+    for command in sub.choices.values():
+        command.set_defaults(flags={**every, **flag_names(command)})
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from moelens.errors import MoelensError
+    from moelens.cli._errors import format_known_exception
 
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("MOELENS_DEBUG", "") not in ("", "0")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    flags: dict[str, str] = {}
     try:
+        args = build_parser().parse_args(argv)
+        flags = args.flags
         return int(args.handler(args) or 0)
-    except MoelensError as error:
-        if debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
     except KeyboardInterrupt:
         if debug:
             raise
@@ -69,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - one line for people, traceback for developers
         if debug:
             raise
+        known = format_known_exception(error, flags)
+        if known is not None:
+            print(f"error: {known[0]}", file=sys.stderr)
+            return known[1]
         message = " ".join(str(error).split())[:300]
         print(f"internal error: {type(error).__name__}: {message} (set MOELENS_DEBUG=1 for the traceback)",
               file=sys.stderr)

@@ -6,8 +6,7 @@ import argparse
 import json
 import sys
 
-from moelens.cli.report import _names
-from moelens.cli.trace import _layers
+from moelens.cli._types import layer_list, name_list
 
 EXAMPLES = """examples:
   moelens compare runs.duckdb moelens-mini-early:eval moelens-mini:eval
@@ -25,8 +24,8 @@ def add_parser(sub, formatter) -> None:
     p.add_argument("db", help="trace database holding both runs")
     p.add_argument("run_a", help="first run id (e.g. the earlier checkpoint)")
     p.add_argument("run_b", help="second run id")
-    p.add_argument("--layers", type=_layers, help="only these MoE layers, e.g. 0,3,8-11")
-    p.add_argument("--labels", type=_names, help="labels for specialization shift (default: document labels and position)")
+    p.add_argument("--layers", type=layer_list, help="only these MoE layers, e.g. 0,3,8-11")
+    p.add_argument("--labels", type=name_list, help="labels for specialization shift (default: document labels and position)")
     p.add_argument("--top", type=int, default=20, help="largest shifts listed")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(handler=run)
@@ -44,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n")
     else:
-        from rich.console import Console
-
         from moelens.analysis.render import render_comparison
+        from moelens.cli._console import console
 
-        render_comparison(data, Console())
+        render_comparison(data, console())
     return 0

@@ -71,13 +71,12 @@ def print_summary(data: dict, console) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from moelens.analysis.report import build_report
+    from moelens.cli._console import console as make_console
     from moelens.embedded import eval_split_path
     from moelens.tracing import trace
 
-    console = Console()
+    console = make_console()
     started = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

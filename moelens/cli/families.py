@@ -21,13 +21,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({name: {"convention": f.convention, "scoring": f.scoring, "rule": f.rule,
                                  "routers": list(f.routers)} for name, f in FAMILIES.items()}, indent=1))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from moelens.cli._console import console
 
     table = Table(title=f"{len(FAMILIES)} supported MoE families")
     for col in ("family", "conv.", "scoring", "rule"):
         table.add_column(col, overflow="fold")
     for name, f in FAMILIES.items():
         table.add_row(name, f.convention, f.scoring, f.rule)
-    Console().print(table)
+    console().print(table)
     return 0

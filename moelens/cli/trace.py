@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from moelens.cli._types import layer_list
+
 EXAMPLES = """examples:
   moelens trace moelens-mini data.jsonl --out runs.duckdb
   moelens trace ./my-olmoe-folder corpus/ --out runs.duckdb --max-length 1024 --batch-size 4
@@ -14,17 +16,6 @@ Re-running the same command resumes an interrupted run without duplicating rows.
 DATA may be .jsonl, .json, .csv, .parquet or .txt (a file or a folder), or a hub dataset id.
 Columns domain and language become document labels; other columns go into documents.meta;
 an input_ids column is traced as given (no tokenizer needed)."""
-
-
-def _layers(text: str) -> tuple[int, ...]:
-    out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part.strip():
-            out.append(int(part))
-    return tuple(out)
 
 
 def add_parser(sub, formatter) -> None:
@@ -52,7 +43,7 @@ def add_parser(sub, formatter) -> None:
                    help=".txt files: one document per file, line or blank-line paragraph")
     p.add_argument("--tokenizer", help="tokenizer folder or id, if not the model's")
     p.add_argument("--revision", help="model revision (hub models)")
-    p.add_argument("--layers", type=_layers, help="only these layers, e.g. 0,3,8-11")
+    p.add_argument("--layers", type=layer_list, help="only these layers, e.g. 0,3,8-11")
     p.add_argument("--verify", action="store_true", help="cross-check every capture against the experts' inputs")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run with the same id first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,8 +51,7 @@ def add_parser(sub, formatter) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from moelens.cli._console import console as make_console
     from moelens.config import TraceConfig
     from moelens.tracing import trace
 
@@ -73,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         revision=args.revision, layers=args.layers, remote=args.remote, verify=args.verify,
         overwrite=args.overwrite, progress=not args.no_progress)
     summary = trace(config=cfg)
-    console = Console(stderr=False)
+    console = make_console()
     for note in summary.notes:
         console.print(note)
     if summary.documents or summary.skipped or not summary.notes:
