@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from moelens.errors import (ColumnNotFoundError, DataEncodingError, DataError, DataNotFoundError,
-                            EmptyDatasetError, VocabularyError)
+                            EmptyDatasetError, VocabularyError, option)
 
 __all__ = ["Document", "DocumentSet", "load_documents", "SUFFIXES"]
 
@@ -170,12 +170,38 @@ def _concat(tables: list[Any]) -> Any:
         raise DataError(f"files in the folder have incompatible columns: {str(error).splitlines()[0]}") from None
 
 
+def _did_you_mean(source: str) -> str:
+    """`` (did you mean X?)`` over the data files and folders next to where ``source`` points, or ``""``."""
+    import difflib
+
+    path = Path(source).expanduser()
+    folder = path.parent if str(path.parent) not in ("", ".") else Path(".")
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_dir() or p.suffix.lower() in SUFFIXES]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f" (did you mean {folder / close[0] if folder != Path('.') else close[0]}?)" if close else ""
+
+
+def _looks_local(source: str, path: Path) -> bool:
+    """A name that can only be a path: a data-file suffix, or a path-like start."""
+    return (path.suffix.lower() in SUFFIXES or source.startswith((".", "/", "~", "\\"))
+            or any(part in ("..", ".") for part in path.parts) or source.count("/") > 1)
+
+
 def _load_hub(name: str, split: str) -> Any:
     try:
         import datasets
     except ImportError:
-        raise DataError(f"{name!r} is not a local file or folder, and reading hub datasets needs the"
-                        " optional `datasets` package: pip install 'moelens[datasets]'.") from None
+        raise DataNotFoundError(f"no file or folder named {name}{_did_you_mean(name)}; if it is a hub dataset id,"
+                                " reading it needs the optional `datasets` package: pip install 'moelens[datasets]'.") from None
+    from moelens.models.hub import cached_repos, did_you_mean, hub_offline
+
+    if name not in cached_repos("datasets") and hub_offline():
+        raise DataNotFoundError(f"no file or folder named {name}{_did_you_mean(name) or did_you_mean(name, cached_repos('datasets'))},"
+                                " and the Hugging Face hub cannot be reached from here (offline) to read it as a"
+                                " dataset id.")
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as error:  # noqa: BLE001 - datasets raises many kinds
@@ -197,8 +223,9 @@ def load_documents(source: str, *, text_column: str = "text", split: str = "trai
     elif path.exists():
         table = _read_file(path, txt_mode)
         name = path.stem
-    elif any(sep in source for sep in ("/", "\\")) and (source.startswith((".", "/", "~")) or path.suffix):
-        raise DataNotFoundError(f"{source} does not exist; give a file, a folder or a hub dataset id.")
+    elif _looks_local(source, path):
+        raise DataNotFoundError(f"no file or folder at {source}{_did_you_mean(source)}; give a data file, a folder"
+                                " of them or a hub dataset id.")
     else:
         table = _load_hub(source, split)
         name = source.rsplit("/", 1)[-1]
@@ -210,11 +237,12 @@ def load_documents(source: str, *, text_column: str = "text", split: str = "trai
     if ids_column is None and text_column not in columns:
         raise ColumnNotFoundError(
             f"the data has no column {text_column!r} (columns: {', '.join(columns) or 'none'});"
-            " choose one with --text-column, or provide an input_ids column.")
+            f" choose one with {option('text_column')}, or provide an input_ids column.")
     if ids_column is None:
         import pyarrow as pa
 
         col = table.column(text_column)
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type)):
-            raise DataError(f"column {text_column!r} holds {col.type}, not text; choose a text column with --text-column.")
+            raise DataError(f"column {text_column!r} holds {col.type}, not text; choose a text column with"
+                            f" {option('text_column')}.")
     return DocumentSet(table, name=name, text_column=None if ids_column else text_column, ids_column=ids_column)

@@ -90,8 +90,12 @@ class Store:
         self.path = str(path) if path is not None else ":memory:"
         self.read_only = read_only
         if connection is None:
+            if path is not None and Path(path).is_dir():
+                raise StoreError(f"{path} is a folder; give a database file inside it (e.g. {Path(path) / 'runs.duckdb'}).")
             if read_only and path is not None and not Path(path).exists():
                 raise StoreError(f"no database at {path}; trace into it first (with {option('out', str(path))}).")
+            if not read_only and path is not None and not Path(path).expanduser().resolve().parent.is_dir():
+                raise StoreError(f"cannot create {path}: the folder {Path(path).parent} does not exist; create it first.")
             with _translated(self.path):
                 connection = duckdb.connect(self.path, read_only=read_only)
         self.con = connection

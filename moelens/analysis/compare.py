@@ -23,7 +23,7 @@ from moelens.analysis._common import counts_per_expert, layer_positions, popcoun
 from moelens.analysis.labels import available_labels, resolve_label
 from moelens.analysis.routing import doc_index
 from moelens.analysis.sections import clean
-from moelens.errors import ConfigError
+from moelens.errors import ConfigError, option
 
 __all__ = ["align_tokens", "router_saturation", "load_shift", "specialization_shift", "Alignment", "build_comparison",
            "default_compare_labels"]
@@ -142,6 +142,9 @@ def build_comparison(a: Any, b: Any, *, layers: Iterable[int] | None = None, lab
                      top: int = 20) -> dict[str, Any]:
     """The JSON object of ``moelens compare`` (schema ``moelens.compare/1``, keys in ``docs/metrics.md``)."""
     import polars as pl
+
+    if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= 1_000_000:
+        raise ConfigError(f"{option('top')} must be an integer from 1 to 1,000,000, got {top!r}.")
 
     al = align_tokens(a, b)
     sat = router_saturation(a, b, layers, al)

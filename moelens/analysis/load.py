@@ -11,7 +11,8 @@ Definitions (``c_i`` = tokens routed to expert ``i`` at the layer, counting ever
   experts ``exp(H)`` in [k, E] (``exp(H)/E`` is NeMo's expert diversity);
 * dead: utilization below :attr:`LoadOptions.dead_threshold` (default 0.1);
 * collapsed: ``exp(H)/E < collapse_effective`` (0.3) or dead fraction ``>= collapse_dead`` (0.5);
-* EP balancedness for ``n`` devices: mean device load / max device load (SGLang, vLLM), with
+* EP balancedness for ``n <= E`` devices (``nan`` for more devices than experts): mean device
+  load / max device load (SGLang, vLLM), with
   experts placed contiguously (``E/n`` consecutive ids per device) or greedily
   (DeepSeek EPLB ``balanced_packing`` without replication: heaviest expert first onto the lightest
   device that still has room).
@@ -112,9 +113,9 @@ def layer_load_stats(counts: np.ndarray, options: LoadOptions = LoadOptions()) -
         "collapsed": bool(reasons),
         "collapse_reason": "; ".join(reasons) or None,
     }
-    for n in options.devices:
+    for n in options.devices:  # more devices than experts leave devices empty: not a placement, no figure
         for placement in PLACEMENTS:
-            out[f"balancedness_{placement}_{n}"] = balancedness(c, n, placement)
+            out[f"balancedness_{placement}_{n}"] = balancedness(c, n, placement) if n <= E else float("nan")
     return out
 
 

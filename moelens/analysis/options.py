@@ -17,6 +17,7 @@ __all__ = ["LoadOptions", "SpecializationOptions", "VocabularyOptions", "ReportO
 MAX_DEVICES = 1 << 16
 MAX_BOOTSTRAP = 100_000
 MAX_WORKERS = 64
+MAX_TOP = 1_000_000
 
 
 def _check(condition: bool, message: str) -> None:
@@ -174,7 +175,8 @@ class ReportOptions:
     vocabulary: VocabularyOptions = field(default_factory=VocabularyOptions)
 
     def __post_init__(self) -> None:
-        _positive("top", self.top)
+        _check(_is_int(self.top) and 1 <= self.top <= MAX_TOP,
+               f"{option('top')} must be an integer from 1 to {MAX_TOP:,}, got {self.top!r}.")
         if self.workers is not None:
             _check(_is_int(self.workers) and 1 <= self.workers <= MAX_WORKERS,
                    f"{option('workers')} must be an integer from 1 to {MAX_WORKERS}, got {self.workers!r}.")

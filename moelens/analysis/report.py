@@ -27,7 +27,6 @@ from moelens.analysis.runs import RunData, load_any
 from moelens.analysis.sections import (SCHEMA, Clock, Report, baselines, clean, layer_row, options_record, records,
                                        run_header)
 from moelens.analysis.specialization import rank_cells
-from moelens.errors import ConfigError, option
 from moelens.store import Store
 from moelens.store.aggregates import RunAggregates
 from moelens.store.arrays import regular_pages
@@ -43,13 +42,6 @@ def report_labels(run: RunData, options: ReportOptions) -> list[str]:
     return default_labels(run, options.specialization.max_values, options.labels)
 
 
-def _check_devices(run: RunData, options: ReportOptions) -> None:
-    too_many = [d for d in options.load.devices if d > run.num_experts]
-    if too_many:
-        raise ConfigError(f"{option('devices')} {too_many[0]} exceeds the {run.num_experts} experts of run"
-                          f" {run.run_id!r}; expert-parallel balancedness needs at most one device per expert.")
-
-
 def build_report(db: Any = None, run_id: str | None = None, options: ReportOptions = ReportOptions(), *,
                  run: RunData | None = None, routing: Any = None, has_logits: bool | None = None) -> Report:
     """Every section of the report for ``run_id`` in ``db`` (or for an already loaded ``run`` / ``routing``)."""
@@ -60,7 +52,6 @@ def build_report(db: Any = None, run_id: str | None = None, options: ReportOptio
         if run is None:
             run = load_any(db, run_id, layers=options.layers)
             clock.lap("load")
-        _check_devices(run, options)
         if isinstance(run, RunAggregates):
             return stats_report.build(run, options, db_path, clock)
         return _build(db, db_path, run, options, clock, has_logits)

@@ -33,12 +33,12 @@ def add_parser(sub, formatter) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moelens.analysis.compare import build_comparison
-    from moelens.analysis.routing import load_run
+    from moelens.analysis.runs import load_any, require_routing
     from moelens.store import Store
 
     with Store(args.db, read_only=True) as store:
-        a = load_run(store, args.run_a, layers=args.layers)
-        b = load_run(store, args.run_b, layers=args.layers)
+        a = require_routing(load_any(store, args.run_a, layers=args.layers), "a comparison")
+        b = require_routing(load_any(store, args.run_b, layers=args.layers), "a comparison")
     data = build_comparison(a, b, labels=args.labels, top=args.top)
     if args.json:
         sys.stdout.write(json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n")

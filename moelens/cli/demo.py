@@ -38,6 +38,11 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}"
 
 
+def _rank(row: dict) -> tuple[float, float]:
+    """Support-aware ranking: the lower bound of the lift's interval, then the lift."""
+    return (row["ci_low"] if row["ci_low"] is not None else float("-inf"), row["lift"] or 0.0)
+
+
 def print_summary(data: dict, console) -> None:
     """The short report: per-layer load and the most specialized experts per language / domain."""
     from rich.table import Table
@@ -57,14 +62,15 @@ def print_summary(data: dict, console) -> None:
         if not rows:
             continue
         best: dict[str, dict] = {}
-        for row in rows:  # the strongest significant expert per label value, over layers
-            if row["value"] not in best or row["lift"] > best[row["value"]]["lift"]:
+        for row in rows:  # the best-supported significant expert per label value, over layers
+            if row["value"] not in best or _rank(row) > _rank(best[row["value"]]):
                 best[row["value"]] = row
         table = Table(title=f"most {label}-specialized experts (significant; share = N(expert, {label}) / "
-                            f"N({label}), lift over the expert's overall share, 95% bootstrap interval)")
+                            f"N({label}), lift over the expert's overall share, 95% bootstrap interval; "
+                            "ranked by the interval's lower bound)")
         for col in (label, "layer", "expert", "share", "lift", "interval"):
             table.add_column(col, justify="left" if col == label else "right")
-        for value, row in sorted(best.items(), key=lambda kv: -kv[1]["lift"]):
+        for value, row in sorted(best.items(), key=lambda kv: _rank(kv[1]), reverse=True):
             table.add_row(str(value), str(row["layer"]), str(row["expert"]), f"{row['share']:.1%}",
                           _fmt(row["lift"]), f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]")
         console.print(table)
@@ -78,7 +84,15 @@ def run(args: argparse.Namespace) -> int:
 
     console = make_console()
     started = time.perf_counter()
+    from moelens.errors import ConfigError, option
+
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{option('out')} {out} is a file; give a folder for the database and the dashboard.")
+    for name in ("max_docs", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{option(name)} must be a positive integer, got {value}.")
     out.mkdir(parents=True, exist_ok=True)
     db = out / "moelens-demo.duckdb"
     data = str(eval_split_path())

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moelens.errors import ConfigError, ModelNotFoundError
+from moelens.errors import ConfigError, ModelNotFoundError, option
+from moelens.models.hub import cached_file, cached_repos, did_you_mean, hub_offline
 
 __all__ = ["resolve_model", "load_model", "load_remote_model", "load_tokenizer", "LoadedModel", "pick_device",
            "pick_dtype"]
@@ -31,10 +32,38 @@ class LoadedModel:
     wrapper: Any = None  # an nnsight model when the weights live remotely (NDIF)
 
 
+def _local_model_folders(where: Path = Path(".")) -> list[str]:
+    """Folders under ``where`` (one level deep) that hold a ``config.json``: candidates for "did you mean"."""
+    out = []
+    try:
+        for p in where.iterdir():
+            if p.is_dir() and (p / "config.json").is_file():
+                out.append(str(p) if where != Path(".") else p.name)
+    except OSError:
+        pass
+    return out
+
+
+def _candidates(name: str) -> list[str]:
+    from moelens.embedded import ALIASES, MODELS
+
+    path = Path(name).expanduser()
+    parent = path.parent if str(path.parent) not in ("", ".") else Path(".")
+    return [*MODELS, *ALIASES, *_local_model_folders(parent), *cached_repos("models")]
+
+
 def resolve_model(name: str) -> str:
-    """Map a user-given model name to a folder or hub id (no loading)."""
+    """Map a user-given model name to a folder or hub id (no loading, no network wait).
+
+    A folder must hold a ``config.json``; a name that is neither a folder nor an embedded model is a
+    hub id, refused at once (with a "did you mean") when the hub cannot be reached and the id is not
+    in the local hub cache.
+    """
     path = Path(name).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{name} is a folder but not a model: it has no config.json (save a model into it"
+                                     " with save_pretrained, or give the folder that holds config.json).")
         return str(path)
     from moelens.embedded import ALIASES, MODELS
     from moelens.embedded import resolve as resolve_embedded
@@ -47,8 +76,13 @@ def resolve_model(name: str) -> str:
                                  " (its folder has no config.json); reinstall moelens.")
     if path.exists():
         raise ModelNotFoundError(f"{name} is a file, not a model folder; give the folder that holds config.json.")
+    hint = did_you_mean(name, _candidates(name))
     if name.startswith((".", "/", "~")) or os.sep in name.rstrip(os.sep).split(os.sep, 1)[0] or name.count("/") > 1:
-        raise ModelNotFoundError(f"no model folder at {name}; check the path (or use a hub id like org/name).")
+        raise ModelNotFoundError(f"no model folder at {name}{hint}; check the path (or use a hub id like org/name).")
+    if not cached_file(name, "config.json") and hub_offline():
+        raise ModelNotFoundError(
+            f"no model {name!r}{hint}: it is not a local folder or an embedded model ({', '.join(MODELS)}), and the"
+            " Hugging Face hub cannot be reached from here (offline) and has not cached it.")
     return name
 
 
@@ -57,8 +91,16 @@ def pick_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for but CUDA is not available here; use --device cpu.")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{option('device')} {device!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for but CUDA is not available here; use {option('device', 'cpu')}.")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} asked for but this machine has {torch.cuda.device_count()} CUDA devices.")
+    if parsed.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ConfigError(f"{option('device')} {device!r} is not supported; use auto, cpu, cuda or cuda:N.")
     return device
 
 
@@ -107,8 +149,8 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", revision
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelNotFoundError(
-            f"cannot load model {name!r}: not a local folder, not an embedded model, and the hub gave: {first[:160]}"
-        ) from None
+            f"cannot load model {name!r}{did_you_mean(name, _candidates(name))}: not a local folder, not an embedded"
+            f" model, and the hub gave: {first[:160]}") from None
     cls = _model_class(config)
     torch_dtype = pick_dtype(dtype, device)
     try:
@@ -117,6 +159,9 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", revision
         raise ModelNotFoundError(f"cannot load the weights of {name!r}: {str(error).splitlines()[0][:200]}") from None
     model = model.to(device).eval()
     tok = load_tokenizer(tokenizer or location, revision=None if tokenizer else revision)
+    if tokenizer and tok is None:
+        raise ModelNotFoundError(f"cannot load the tokenizer {tokenizer!r} given with {option('tokenizer')}: not a"
+                                 " tokenizer folder or a reachable hub id.")
     actual = str(next(model.parameters()).dtype).replace("torch.", "")
     return LoadedModel(model, tok, name, location, device, actual)
 
