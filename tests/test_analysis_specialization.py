@@ -149,3 +149,101 @@ def test_block_bootstrap_when_documents_exceed_max_units():
     full = specialization_tests(routing, "domain")
     assert np.allclose(t["lift"].to_numpy(), full["lift"].to_numpy(), equal_nan=True)
     assert t.filter(pl.col("significant")).select("layer", "value", "expert").rows() == [(1, "d0", 5)]
+
+
+def _dead_expert_routing(seed: int = 11):
+    """E = 8, k = 1, 200 documents of 40 tokens, 8 domains (25 documents each). Expert 7 is dead: it takes only
+    40 tokens, all of domain d0 (lift 8 on 4 % of d0). Expert 3 is a real d0 specialist: half of d0's tokens."""
+    rng = np.random.default_rng(seed)
+    docs, per = 200, 40
+    doc = np.repeat(np.arange(docs), per)
+    domain = np.array([f"d{d % 8}" for d in range(docs)])
+    e = rng.integers(0, 7, len(doc)).astype(np.int16)  # experts 0..6 uniformly
+    is_d0 = domain[doc] == "d0"
+    e[is_d0 & (rng.random(len(doc)) < 0.5)] = 3
+    d0_tokens = np.flatnonzero(is_d0)
+    e[d0_tokens[rng.choice(len(d0_tokens), 40, replace=False)]] = 7
+    documents = [{"doc_id": d, "domain": str(domain[d])} for d in range(docs)]
+    return from_arrays(e[:, None], num_experts=8, doc_id=doc, documents=documents)
+
+
+def test_dead_and_near_dead_experts_are_never_specialists():
+    """Defect: ranking by lift put dead experts on top; a dead expert was 'significant' on a handful of tokens."""
+    routing = _dead_expert_routing()
+    loose = SpecializationOptions(min_count=1, min_share_ratio=0.0, min_utilization=0.0)
+    old_rule = specialization_tests(routing, "domain", options=loose)
+    dead = old_rule.filter((pl.col("expert") == 7) & (pl.col("value") == "d0")).row(0, named=True)
+    # by hand: 40 of 1,000 d0 tokens, 40 of 8,000 tokens overall -> share 4 %, lift 8, utilization 40 / (8000 / 8)
+    assert dead["count"] == 40 and dead["share"] == pytest.approx(40 / 1000) and dead["lift"] == pytest.approx(8.0)
+    assert dead["utilization"] == pytest.approx(40 / 1000) and dead["significant"]  # the old rule flagged it
+    assert old_rule.filter(pl.col("significant")).sort("lift", descending=True)["expert"][0] == 7  # and ranked it first
+    t = specialization_tests(routing, "domain")
+    row = t.filter((pl.col("expert") == 7) & (pl.col("value") == "d0")).row(0, named=True)
+    assert not row["significant"] and not row["supported"] and row["state"] == "not_significant"
+    sig = t.filter(pl.col("significant"))
+    assert sig.select("layer", "value", "expert").rows() == [(0, "d0", 3)]
+    assert sig["state"].to_list() == ["significant"]
+
+
+def test_rankings_use_the_lower_bound_of_the_interval():
+    from moelens.analysis.specialization import rank_cells
+
+    cells = pl.DataFrame({"value": ["few", "many", "nan"], "lift": [9.0, 3.0, 5.0], "ci_low": [1.1, 2.5, float("nan")]})
+    assert rank_cells(cells)["value"].to_list() == ["many", "few", "nan"]
+
+
+def test_states_and_untested_reasons():
+    routing = _random_routing(3, plant=0.9, docs=300)
+    routing.documents = routing.documents.with_columns(
+        domain=pl.when(pl.col("doc_id") < 3).then(pl.lit("rare")).otherwise(pl.col("domain")))
+    t = specialization_tests(routing, "domain")
+    assert set(t["state"].unique()) == {"significant", "not_significant", "untested"}
+    assert ((t["state"] == "untested") == ~t["tested"]).all()
+    assert ((t["state"] == "significant") == t["significant"]).all()
+    rare = t.filter(pl.col("value") == "rare")
+    assert rare["untested_reason"].unique().to_list() == ["3 documents < 5 needed"]
+    assert t.filter(pl.col("tested"))["untested_reason"].null_count() == t.filter(pl.col("tested")).height
+    few_tokens = specialization_tests(routing, "domain", options=SpecializationOptions(min_tokens=10**6))
+    common = few_tokens.filter(pl.col("value") != "rare")  # (rare: too few documents is said first)
+    assert common["untested_reason"].str.ends_with(" tokens < 1000000 needed").all() and not few_tokens["tested"].any()
+
+
+def test_top1_share_by_hand():
+    # k = 2, E = 3, one document of domain a: slot 0 experts 0 0 1, slot 1 experts 1 2 2
+    experts = np.array([[0, 1], [0, 2], [1, 2]], dtype=np.int16)
+    routing = from_arrays(experts, num_experts=3, documents=[{"doc_id": 0, "domain": "a"}])
+    t = specialization_tests(routing, "domain", options=SpecializationOptions(min_tokens=1, min_docs=1)).sort("expert")
+    assert t["top1_count"].to_list() == [2, 1, 0] and np.allclose(t["top1_share"].to_numpy(), [2 / 3, 1 / 3, 0])
+    assert t["count"].to_list() == [2, 2, 2] and np.allclose(t["share"].to_numpy(), [2 / 3] * 3)  # top-k sums to k
+
+
+def test_share_matrix_equals_the_tests_and_covers_every_cell():
+    from moelens.analysis.sharematrix import share_matrix
+
+    routing = _random_routing(5, plant=0.4)
+    full = share_matrix(routing, "domain").sort("layer", "value", "expert")
+    tests = specialization_tests(routing, "domain").sort("layer", "value", "expert")
+    assert full.height == 2 * 3 * 16  # layers x values x experts, significant or not
+    for column in ("count", "tokens", "top1_count"):
+        assert full[column].to_list() == tests[column].to_list()
+    for column in ("share", "top1_share", "lift", "overall_share"):
+        np.testing.assert_allclose(full[column].to_numpy(), tests[column].to_numpy(), rtol=1e-12)
+    sums = full.group_by("layer", "value").agg(pl.col("share").sum(), pl.col("top1_share").sum())
+    assert np.allclose(sums["share"].to_numpy(), 2.0) and np.allclose(sums["top1_share"].to_numpy(), 1.0)
+
+
+def test_identifier_like_columns_are_not_labels_unless_asked():
+    """Defect: compare treated the 409-value `id` column as a label."""
+    from moelens.analysis.compare import build_comparison
+    from moelens.analysis.labels import default_labels, identifier_columns
+
+    routing = _random_routing(2, docs=40)
+    routing.documents = routing.documents.with_columns(meta=pl.format('{{"id": "doc-{}", "coin": "{}"}}',
+                                                                      pl.col("doc_id"), pl.col("doc_id") % 2))
+    assert identifier_columns(routing) == ["id"]
+    assert "id" not in available_labels(routing) and "coin" in available_labels(routing)
+    assert "id" not in default_labels(routing, 1000)
+    data = build_comparison(routing, routing)
+    assert set(data["specialization_shift"]) == {"domain", "coin", "position"}
+    asked = specialization_tests(routing, "id")  # still there by name
+    assert asked["value"].n_unique() == 40 and not asked["tested"].any()
