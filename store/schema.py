@@ -31,7 +31,7 @@ one row per token and router site, the k ids bit-packed four to a BIGINT word (`
 float32 weights two to a word (``w*``), see :mod:`moelens.store.packing`. The word columns are
 stored uncompressed: random bit patterns do not compress, and skipping the attempt is what lets
 ingest keep up with a GPU. ``doc_id`` is a BIGINT in every table (the physical ones included);
-runs created by moelens 0.1 kept it as a 32-bit INTEGER in their physical tables, which read the
+runs created by earlier builds kept it as a 32-bit INTEGER in their physical tables, which read the
 same (see :data:`NARROW_DOC_ID`).
 """
 

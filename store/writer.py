@@ -79,7 +79,7 @@ def routes_arrow(batch: WriteBatch, table_k: int) -> pa.Table:
 
 
 def _narrow_doc_id(store: Store, run: RunInfo) -> bool:
-    """True for a run whose physical route table stores doc_id as a 32-bit INTEGER (moelens 0.1)."""
+    """True for a run whose physical route table stores doc_id as a 32-bit INTEGER (earlier builds)."""
     row = store.con.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = 'main' "
                             "AND table_name = ? AND column_name = 'doc_id'", [schema.route_table(run.run_key)]).fetchone()
     return row is not None and str(row[0]).upper() == "INTEGER"

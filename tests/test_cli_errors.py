@@ -203,3 +203,99 @@ def test_help_has_examples(capsys):
         main(["trace", "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "moelens trace moelens-mini data.jsonl --out runs.duckdb" in out
+
+
+def test_the_library_names_options_as_parameters_and_the_cli_as_flags(tmp_path, capsys):
+    """One error, two spellings: Python callers see run='b', the command line --run b."""
+    import numpy as np
+
+    import moelens
+    from moelens.analysis import from_arrays
+    from moelens.errors import RunNotFoundError
+    from moelens.store.arrays import save_routing
+
+    db = tmp_path / "two.duckdb"
+    e = np.zeros((1, 4, 1), np.int16)
+    for run in ("a", "b"):
+        save_routing(from_arrays(e, num_experts=2), db, run_id=run)
+    with moelens.open(db) as t, pytest.raises(RunNotFoundError) as err:
+        t.load()
+    assert str(err.value) == f"{db} holds 2 runs; choose one with run (e.g. run='b')."
+    code, cli = _run_cli(capsys, ["report", str(db)])
+    _assert_one_line_error(code, cli, f"{db} holds 2 runs; choose one with --run (e.g. --run b).")
+
+
+def test_option_rendering_by_hand():
+    from moelens.errors import ConfigError, option
+
+    error = ConfigError(f"{option('logits', True)} cannot go with {option('mode', 'stats')}; {option('layers', (1, 2))}"
+                        f" was {option('max_docs', None)}, see {option('batch_size')}.")
+    assert str(error) == "logits=True cannot go with mode='stats'; layers=(1, 2) was max_docs=None, see batch_size."
+    flags = {"logits": "--logits", "mode": "--mode", "layers": "--layers", "max_docs": "--max-docs",
+             "batch_size": "--batch-size"}
+    assert error.render(flags.get) == ("--logits cannot go with --mode stats; --layers 1,2 was no --max-docs, "
+                                       "see --batch-size.")
+    assert error.options == ("logits", "mode", "layers", "max_docs", "batch_size")
+
+
+def test_piped_tables_are_not_cut_to_80_columns(tmp_path):
+    """Defect: redirected output cut cells (`lay…`, `82,…`)."""
+    import numpy as np
+
+    from moelens.analysis import from_arrays
+    from moelens.store.arrays import save_routing
+
+    db = tmp_path / "wide.duckdb"
+    rng = np.random.default_rng(0)
+    doc = np.repeat(np.arange(40), 30)
+    save_routing(from_arrays(np.argsort(rng.random((2, 1200, 8)), axis=2)[:, :, :2].astype(np.int16), num_experts=8,
+                             doc_id=doc), db, run_id="w")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "moelens", "report", str(db)], capture_output=True, text=True, env=env,
+                         check=True).stdout  # stdout is a pipe, as with `| less` or `> file`
+    assert "…" not in out
+    header = next(line for line in out.splitlines() if line.startswith("┃") and "max/mean" in line)
+    assert all(col in header for col in ("layer", "tokens", "imbalance", "verdict")) and len(header) > 80
+    assert "1,200" in out
+
+
+def test_a_missing_data_file_is_not_blamed_on_the_datasets_package(tmp_path, monkeypatch):
+    from moelens.data import load_documents
+    from moelens.errors import DataNotFoundError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.json").write_text("[]")
+    with pytest.raises(DataNotFoundError) as err:
+        load_documents("data.jsonl")
+    assert "datasets" not in str(err.value) and "(did you mean data.json?)" in str(err.value)
+    with pytest.raises(DataNotFoundError, match="hub cannot be reached"):  # a hub id, offline: at once
+        load_documents("org/some-dataset")
+
+
+def test_model_names_fail_fast_offline_with_did_you_mean(tmp_path, monkeypatch):
+    from moelens.errors import ModelNotFoundError
+    from moelens.models import hub
+    from moelens.models.loading import resolve_model
+
+    with pytest.raises(ModelNotFoundError, match=r"no model 'moelens-mni' \(did you mean moelens-mini\?\).*offline"):
+        resolve_model("moelens-mni")
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ModelNotFoundError, match="is a folder but not a model: it has no config.json"):
+        resolve_model(str(tmp_path / "notes"))
+    # without HF_HUB_OFFLINE, an unreachable hub is found by one bounded connect, not by retries
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    attempts = []
+
+    def refuse(address, timeout):
+        attempts.append((address, timeout))
+        raise OSError("unreachable")
+
+    hub._unreachable.cache_clear()
+    monkeypatch.setattr(hub.socket, "create_connection", refuse)
+    try:
+        with pytest.raises(ModelNotFoundError, match="did you mean moelens-mini-early"):
+            resolve_model("moelens-mini-erly")
+    finally:
+        hub._unreachable.cache_clear()
+    assert attempts == [(("huggingface.co", 443), hub.PROBE_SECONDS)]
