@@ -11,7 +11,9 @@ MODULES = ["moelens.analysis", "moelens.analysis.facade", "moelens.analysis.repo
            "moelens.analysis.load", "moelens.analysis.confidence", "moelens.analysis.specialization",
            "moelens.analysis.vocabulary", "moelens.analysis.position", "moelens.analysis.coactivation",
            "moelens.analysis.temporal", "moelens.analysis.crosslayer", "moelens.analysis.compare",
-           "moelens.analysis.render", "moelens.analysis.labels", "moelens.cli.report", "moelens.cli.compare"]
+           "moelens.analysis.render", "moelens.analysis.labels", "moelens.analysis.runs", "moelens.analysis.sections",
+           "moelens.analysis.stats_report", "moelens.analysis.sharematrix", "moelens.analysis.export",
+           "moelens.cli.report", "moelens.cli.compare", "moelens.cli.runs"]
 
 
 def test_analysis_never_imports_torch_hooks_or_kernels(tmp_path):
@@ -29,6 +31,7 @@ save_routing(from_arrays(e, num_experts=8, doc_id=np.repeat(np.arange(10), 20)),
 build_report({str(tmp_path / 'r.duckdb')!r})
 with moelens.open({str(tmp_path / 'r.duckdb')!r}) as t:
     t.load(); t.specialization("position"); t.repeat_rates(); t.coactivation(); t.crosslayer(); t.vocabulary()
+    t.share_matrix("position"); t.runs()
 bad = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "moelens.hooks", "moelens.kernels",
                                                                      "transformers", "triton")))
 print("BAD", bad)

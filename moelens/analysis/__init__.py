@@ -12,14 +12,20 @@ Each module owns one family of metrics and documents its definitions and baselin
 * :mod:`~moelens.analysis.temporal` - consecutive-token repeat rates (Mixtral Table 5), reuse gaps;
 * :mod:`~moelens.analysis.crosslayer` - top-1 transitions between layers and their predictability;
 * :mod:`~moelens.analysis.compare` - router saturation, load and specialization shift between runs;
-* :mod:`~moelens.analysis.report` - the assembled report (one pass over the layers:
-  :mod:`~moelens.analysis.layerpass`), rendered by :mod:`~moelens.analysis.render`;
-* :mod:`~moelens.analysis.facade` - ``moelens.open``; :mod:`~moelens.analysis.routing` - loading a run
-  or building one from arrays; :mod:`~moelens.analysis.labels` - labels; :mod:`~moelens.analysis.options`.
+* :mod:`~moelens.analysis.sharematrix` - the full expert x label share matrix (top-k and top-1);
+* :mod:`~moelens.analysis.report` - the assembled report of a per-token run (one pass over the layers:
+  :mod:`~moelens.analysis.layerpass`), :mod:`~moelens.analysis.stats_report` - of a stats-mode run,
+  both from the shared :mod:`~moelens.analysis.sections`; rendered by :mod:`~moelens.analysis.render`;
+* :mod:`~moelens.analysis.runs` - the one loader (:func:`load_any`: ``RunRouting | RunAggregates``), run
+  sources and the run table; :mod:`~moelens.analysis.facade` - ``moelens.open``;
+  :mod:`~moelens.analysis.routing` - per-token runs from a database or from arrays;
+  :mod:`~moelens.analysis.labels` - labels; :mod:`~moelens.analysis.options`;
+  :mod:`~moelens.analysis.export` - analysis tables as Parquet.
 
 The layer reads only a database: it never imports torch, ``moelens.hooks`` or ``moelens.kernels``
 (checked by a test). Functions take a :class:`~moelens.store.arrays.RunRouting` (from
-:func:`load_run` or :func:`from_arrays`) and options dataclasses, and return polars frames.
+:func:`load_run` or :func:`from_arrays`) - the load metrics and the report also a
+:class:`~moelens.store.aggregates.RunAggregates` - and options dataclasses, and return polars frames.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from importlib import import_module
 from typing import Any
 
 __all__ = [
-    "open", "Trace", "load_run", "from_arrays",
+    "open", "Trace", "load_run", "load_any", "from_arrays", "RunAggregates", "share_matrix",
     "LoadOptions", "SpecializationOptions", "VocabularyOptions", "ReportOptions",
     "load_summary", "expert_load", "balancedness",
     "confidence_summary",
@@ -43,7 +49,8 @@ __all__ = [
 ]
 
 _WHERE = {
-    "open": "facade", "Trace": "facade", "load_run": "routing", "from_arrays": "routing",
+    "open": "facade", "Trace": "facade", "load_run": "routing", "from_arrays": "routing", "load_any": "runs",
+    "RunAggregates": "runs", "share_matrix": "sharematrix",
     "LoadOptions": "options", "SpecializationOptions": "options", "VocabularyOptions": "options",
     "ReportOptions": "options",
     "load_summary": "load", "expert_load": "load", "balancedness": "load",
