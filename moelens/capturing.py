@@ -17,9 +17,10 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from moelens.collect import BatchCollector, HostRoute, HostStep
 from moelens.hooks.attach import attach
 from moelens.models.discover import ModelPlan, plan_model
+from moelens.pipeline.collectors import HostCollector
+from moelens.pipeline.types import HostRoute, HostStep
 
 __all__ = ["capture", "Capture"]
 
@@ -27,7 +28,7 @@ __all__ = ["capture", "Capture"]
 class Capture:
     """What one ``capture()`` block recorded. Frames are built on demand."""
 
-    def __init__(self, plan: ModelPlan, collector: BatchCollector) -> None:
+    def __init__(self, plan: ModelPlan, collector: HostCollector) -> None:
         self.plan = plan
         self._collector = collector
         self._steps: list[HostStep] = []
@@ -35,9 +36,9 @@ class Capture:
 
     def _sync(self) -> None:
         if self._collector.pending():
-            steps, routes = self._collector.drain()
-            self._steps.extend(steps)
-            self._routes.extend(routes)
+            rows = self._collector.finish_batch()
+            self._steps.extend(rows.steps)
+            self._routes.extend(rows.routes)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -142,7 +143,7 @@ def capture(model: Any, *, logits: bool = False, layers: Iterable[int] | None = 
         verify: cross-check every call against what the experts module received.
     """
     plan = plan_model(model)
-    collector = BatchCollector(plan, logits=logits)
+    collector = HostCollector(plan, logits=logits)
     result = Capture(plan, collector)
     with attach(model, plan, collector, logits=logits, verify=verify, layers=layers):
         yield result

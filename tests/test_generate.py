@@ -139,17 +139,17 @@ def test_generate_phases_positions_tokens_and_routes(family, setting):
             rec = records[step]
             if "dense" in rec:  # llama4: experts get hidden * score, expert-major [E * T, H]
                 tokens_in_call = rec["hidden"].shape[0]
-                chosen = torch.from_numpy(got_e[n]).long()
+                chosen = torch.from_numpy(got_e[n].copy()).long()
                 dense = torch.zeros(site.num_experts)
-                dense[chosen] = torch.from_numpy(got_w[n])
+                dense[chosen] = torch.from_numpy(got_w[n].copy())
                 received = rec["dense"].reshape(site.num_experts, tokens_in_call, -1)[:, index]
                 assert torch.equal(received, rec["hidden"][index][None] * dense[:, None])
             else:
                 want_e = rec["ids"].reshape(-1, k)[index].long()
                 want_w = rec["w"].reshape(-1, k)[index]
                 # a skip choice reaches the experts as (expert 0, weight 0) and is recorded as -1
-                assert torch.equal(torch.from_numpy(got_e[n]).long().clamp(min=0), want_e)
-                assert torch.equal(torch.from_numpy(got_w[n]), want_w)
+                assert torch.equal(torch.from_numpy(got_e[n].copy()).long().clamp(min=0), want_e)
+                assert torch.equal(torch.from_numpy(got_w[n].copy()), want_w)
 
 
 def test_generate_without_a_readable_cache_length_raises_a_typed_error():

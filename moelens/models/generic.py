@@ -26,6 +26,7 @@ from typing import Any
 
 from moelens.errors import GenericAdapterWarning
 from moelens.models.family_spec import Family
+from moelens.models.sites import build_plan, config_get
 
 __all__ = ["plan_generic", "find_blocks"]
 
@@ -72,8 +73,6 @@ def find_blocks(modules: dict[str, Any]) -> list[tuple[str, str, int]]:
 
 
 def _top_k(router: Any, config: Any) -> int | None:
-    from moelens.models.discover import config_get
-
     k = getattr(router, "top_k", None)
     if isinstance(k, int) and k >= 1:
         return k
@@ -85,9 +84,7 @@ def _top_k(router: Any, config: Any) -> int | None:
 
 
 def plan_generic(model: Any, modules: dict[str, Any]):
-    """A generic (convention A, verified) :class:`~moelens.models.discover.ModelPlan`, or None."""
-    from moelens.models.discover import build_plan
-
+    """A generic (convention A, verified) :class:`~moelens.models.sites.ModelPlan`, or None."""
     blocks = find_blocks(modules)
     if not blocks:
         return None
