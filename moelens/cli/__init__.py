@@ -25,6 +25,7 @@ COMMANDS = {
     "export": "export",
     "families": "families",
     "runs": "runs",
+    "upgrade": "upgrade",
 }
 
 
