@@ -86,8 +86,8 @@ class TraceConfig:
         if self.stride is not None:
             _positive("stride", self.stride)
             if self.stride > self.max_length:
-                raise ConfigError(f"stride ({self.stride}) must not exceed max_length ({self.max_length}): every"
-                                  " token must fall in a window.")
+                raise ConfigError(f"{option('stride', self.stride)} must not exceed {option('max_length', self.max_length)}:"
+                                  " every token must fall in a window.")
         if self.max_docs is not None:
             _positive("max_docs", self.max_docs)
         if self.max_tokens is not None:

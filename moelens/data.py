@@ -196,7 +196,7 @@ def _load_hub(name: str, split: str) -> Any:
     except ImportError:
         raise DataNotFoundError(f"no file or folder named {name}{_did_you_mean(name)}; if it is a hub dataset id,"
                                 " reading it needs the optional `datasets` package: pip install 'moelens[datasets]'.") from None
-    from moelens.models.hub import cached_repos, did_you_mean, hub_offline
+    from moelens.hub import cached_repos, did_you_mean, hub_offline
 
     if name not in cached_repos("datasets") and hub_offline():
         raise DataNotFoundError(f"no file or folder named {name}{_did_you_mean(name) or did_you_mean(name, cached_repos('datasets'))},"

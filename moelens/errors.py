@@ -176,6 +176,7 @@ class UnavailableError(MoelensError):
 
 
 __all__ = ["option", "MoelensError", "ConfigError", "ModelError", "ModelNotFoundError", "NotMoEModelError",
-           "UnknownArchitectureError", "CaptureError", "DataError", "DataNotFoundError", "ColumnNotFoundError",
+           "UnknownArchitectureError", "CaptureError", "MoelensWarning", "GenericAdapterWarning",
+           "UntestedVersionWarning", "DataError", "DataNotFoundError", "ColumnNotFoundError",
            "EmptyDatasetError", "DataEncodingError", "VocabularyError", "StoreError", "SchemaVersionError",
            "DatabaseLockedError", "CorruptDatabaseError", "RunNotFoundError", "RunMismatchError", "UnavailableError"]

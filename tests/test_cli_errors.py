@@ -274,7 +274,7 @@ def test_a_missing_data_file_is_not_blamed_on_the_datasets_package(tmp_path, mon
 
 def test_model_names_fail_fast_offline_with_did_you_mean(tmp_path, monkeypatch):
     from moelens.errors import ModelNotFoundError
-    from moelens.models import hub
+    from moelens import hub
     from moelens.models.loading import resolve_model
 
     with pytest.raises(ModelNotFoundError, match=r"no model 'moelens-mni' \(did you mean moelens-mini\?\).*offline"):

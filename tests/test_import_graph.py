@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"moelens": ROOT / "moelens", "moelens.hooks": ROOT / "hooks", "moelens.kernels": ROOT / "kernels",
            "moelens.store": ROOT / "store", "moelens.web": ROOT / "web"}
 
-BASE = {"moelens", "moelens._version", "moelens.errors", "moelens.config", "moelens.progress"}
+BASE = {"moelens", "moelens._version", "moelens.errors", "moelens.config", "moelens.progress", "moelens.hub"}
 # layer -> the layers its modules may import (besides BASE and their own)
 MAY_IMPORT = {
     "base": set(),

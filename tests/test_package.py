@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # package -> the moelens packages its modules may import (data flows one way:
 # model -> hooks -> kernels -> store -> analysis -> presentation)
-BASE = {"moelens.errors", "moelens._version"}
+BASE = {"moelens.errors", "moelens._version", "moelens.hub"}
 ALLOWED = {
     "models": BASE | {"moelens.models", "moelens.embedded"},
     "hooks": BASE | {"moelens.models", "moelens.hooks"},

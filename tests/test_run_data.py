@@ -153,7 +153,7 @@ def _narrow(db, run_id):
     con.close()
 
 
-def test_a_database_from_before_bigint_doc_ids_reads_and_refuses_a_huge_id_on_resume(tmp_path):
+def test_a_run_whose_table_keeps_32_bit_doc_ids_reads_and_refuses_a_huge_id_on_resume(tmp_path):
     db = tmp_path / "old.duckdb"
     doc = np.repeat(np.arange(6), 5)
     e = (np.arange(2 * 30 * 2).reshape(2, 30, 2) % 4).astype(np.int16)
@@ -198,3 +198,29 @@ def test_a_source_without_gate_weights_loads_them_as_none(tmp_path):
     with moelens.open(db) as t:
         header = t.report().data["run"]
     assert header["source"] == "vllm" and set(header["unavailable"]) == {"weights", "token_text"}
+
+
+def test_upgrading_a_schema_1_database_widens_doc_id(tmp_path, capsys):
+    """Schema 1 kept doc_id in 32 bits in the physical tables: `moelens upgrade` makes it BIGINT, values kept."""
+    db = tmp_path / "v1.duckdb"
+    doc = np.repeat(np.arange(6) * 1000, 5)
+    e = (np.arange(2 * 30 * 2).reshape(2, 30, 2) % 4).astype(np.int16)
+    save_routing(from_arrays(e, num_experts=4, doc_id=doc), db, run_id="old")
+    _narrow(db, "old")
+    con = duckdb.connect(str(db))  # what schema version 1 wrote: no sites.pass, version 1
+    con.execute("DROP VIEW routes")
+    con.execute("DROP VIEW routes_all")
+    con.execute("ALTER TABLE sites DROP COLUMN pass")
+    con.execute("UPDATE moelens_meta SET value = '1' WHERE key = 'schema_version'")
+    before = con.execute("SELECT doc_id, pos, site, e0 FROM _routes_1 ORDER BY ALL").fetchall()
+    con.close()
+    assert main(["upgrade", str(db)]) == 0
+    capsys.readouterr()
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT data_type FROM information_schema.columns WHERE table_name = '_routes_1' "
+                       "AND column_name = 'doc_id'").fetchall() == [("BIGINT",)]
+    assert con.execute("SELECT doc_id, pos, site, e0 FROM _routes_1 ORDER BY ALL").fetchall() == before
+    con.close()
+    back = load_routing(db)
+    np.testing.assert_array_equal(back.experts, e)
+    assert back.doc_id.tolist() == doc.tolist()

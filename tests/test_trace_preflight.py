@@ -55,5 +55,7 @@ def test_existing_database_is_untouched_by_a_refused_run(tmp_path, tiny_model_di
                                   "--run-id", "other", "--no-progress", *extra])
         _one_line(code, err)
         assert _digest(out) == before
-    with pytest.raises(SystemExit):  # argparse: not a number
-        main(["trace", str(tiny_model_dir), str(labelled_jsonl), "--out", str(out), "--stride", "x"])
+    # argparse: not a number - one line and exit 2 like every other user error, the database untouched
+    code, err = _run(capsys, ["trace", str(tiny_model_dir), str(labelled_jsonl), "--out", str(out), "--stride", "x"])
+    _one_line(code, err, "argument --stride: invalid int value: 'x'")
+    assert _digest(out) == before

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from moelens.errors import ConfigError, ModelNotFoundError, option
-from moelens.models.hub import cached_file, cached_repos, did_you_mean, hub_offline
+from moelens.hub import cached_file, cached_repos, did_you_mean, hub_offline
 
 __all__ = ["resolve_model", "load_model", "load_remote_model", "load_tokenizer", "LoadedModel", "pick_device",
            "pick_dtype"]

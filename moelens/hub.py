@@ -1,5 +1,8 @@
 """Is the Hugging Face hub reachable, and what names are close to a misspelled one - both without waiting.
 
+Standard library only, so that model loading and dataset reading (two layers that may not import
+each other) share it.
+
 Asked for a hub id on a machine without network, transformers and datasets retry for tens of
 seconds and print a line per retry. moelens asks first: :func:`hub_offline` is true when
 ``HF_HUB_OFFLINE`` is set or when the hub's host cannot be connected to within
