@@ -8,6 +8,11 @@ after the other, on fresh files; the ratio is what matters.
 
     python benchmarks/store_ingest.py                 # 131,072 tokens = 50 M routes
     python benchmarks/store_ingest.py --tokens 32768  # quicker
+    python benchmarks/store_ingest.py --doc-id-width  # also: BIGINT doc_id vs the former 32-bit column
+
+``--doc-id-width`` writes the same stream a third time into a run table whose ``doc_id`` column is
+the 32-bit INTEGER that runs used before doc_id became BIGINT (alternating with the BIGINT one)
+and prints the ratio: the cost of the wider key.
 """
 
 from __future__ import annotations
@@ -52,10 +57,12 @@ def plan_meta(layers: int, k: int, experts: int) -> dict:
                        "num_experts": experts, "top_k": k} for i in range(layers)]}
 
 
-def packed(path: Path, batches: list[WriteBatch], layers: int, k: int, experts: int) -> float:
+def packed(path: Path, batches: list[WriteBatch], layers: int, k: int, experts: int, narrow: bool = False) -> float:
     store = Store(path)
     run = store.create_run(run_id="bench", model="synthetic", dataset="synthetic", dtype="float32", revision=None,
                            plan_meta=plan_meta(layers, k, experts), config={}, logits_width=None)
+    if narrow:  # the physical layout of runs made before doc_id became BIGINT
+        store.con.execute(f"ALTER TABLE _routes_{run.run_key} ALTER doc_id TYPE INTEGER")
     writer = TraceWriter(store, run, table_k=k)
     start = time.perf_counter()
     for batch in batches:
@@ -100,15 +107,20 @@ def main() -> None:
     p.add_argument("--doc-len", type=int, default=512)
     p.add_argument("--docs-per-batch", type=int, default=16)
     p.add_argument("--repeat", type=int, default=3, help="alternating repetitions; medians are reported")
+    p.add_argument("--doc-id-width", action="store_true", help="also time a 32-bit doc_id route table")
     args = p.parse_args()
     batches = list(synthetic_batches(args.tokens, args.layers, args.k, args.experts, args.doc_len,
                                      args.docs_per_batch, seed=0))
     routes = sum(b.num_routes for b in batches)
-    packed_times, naive_times = [], []
+    packed_times, naive_times, narrow_times = [], [], []
     for r in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
+            if args.doc_id_width and r % 2:  # alternate which layout goes first
+                narrow_times.append(packed(Path(tmp) / "narrow.duckdb", batches, args.layers, args.k, args.experts, True))
             packed_times.append(packed(Path(tmp) / "packed.duckdb", batches, args.layers, args.k, args.experts))
             size_packed = os.path.getsize(Path(tmp) / "packed.duckdb")
+            if args.doc_id_width and not r % 2:
+                narrow_times.append(packed(Path(tmp) / "narrow.duckdb", batches, args.layers, args.k, args.experts, True))
             naive_times.append(naive(Path(tmp) / "naive.duckdb", batches))
             size_naive = os.path.getsize(Path(tmp) / "naive.duckdb")
     t_packed, t_naive = statistics.median(packed_times), statistics.median(naive_times)
@@ -120,6 +132,10 @@ def main() -> None:
           f"  {args.tokens / t_naive:9,.0f} tokens/s  {size_naive / routes:.2f} B/route")
     print(f"speed-up packed / naive: {t_naive / t_packed:.2f}x  (medians of {args.repeat}; packed runs: "
           + ", ".join(f"{routes / t / 1e6:.1f}" for t in packed_times) + " M routes/s)")
+    if narrow_times:
+        t_narrow = statistics.median(narrow_times)
+        print(f"32-bit doc_id table: {routes / t_narrow / 1e6:6.1f} M routes/s; BIGINT / 32-bit time: "
+              f"{t_packed / t_narrow:.3f}  (runs: " + ", ".join(f"{routes / t / 1e6:.1f}" for t in narrow_times) + ")")
 
 
 if __name__ == "__main__":

@@ -72,25 +72,26 @@ class Temporal:
         self.groups, self.names, self.pairs = self.groupings[0]
 
     def _grouping(self, by: str | None) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+        """``(group of each pair with -1 -> sentinel G, value names, pairs per group)``."""
         if by is None:
             groups, names = np.where(self.pair, 0, -1), ("all",)
         else:
             label = resolve_label(self.routing, by)
             codes = label.codes[self.di] if label.kind == "document" else label.codes
             groups, names = np.where(self.pair, codes[:-1], -1).astype(np.int64), label.values
-        return groups, names, np.bincount(groups[groups >= 0], minlength=len(names))
+        pairs = np.bincount(groups[groups >= 0], minlength=len(names))
+        return np.where(groups >= 0, groups, len(names)), names, pairs
 
     @staticmethod
-    def _sums(groups: np.ndarray, G: int, hits: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Mean of ``hits`` over valid pairs, per group."""
-        ok = valid & (groups >= 0)
-        if G == 1:
-            n = int(ok.sum())
-            return np.array([(hits & ok).sum() / n if n else np.nan]) if hits.dtype == bool else \
-                np.array([hits[ok].sum() / n if n else np.nan])
-        g = groups[ok]
-        total = np.bincount(g, weights=hits[ok].astype(np.float64), minlength=G)
-        n = np.bincount(g, minlength=G)
+    def _sums(groups: np.ndarray, G: int, hits: np.ndarray, valid: np.ndarray, levels: int = 1) -> np.ndarray:
+        """Mean of ``hits / levels`` over valid pairs, per group; ``hits`` integers in ``[0, levels]``, ``groups``
+        in ``[0, G]`` (``G`` = not a pair). One integer bincount: no float weights, no gathers."""
+        key = groups * (levels + 1) + hits
+        if not valid.all():
+            key = np.where(valid, key, G * (levels + 1))
+        counts = np.bincount(key, minlength=(G + 1) * (levels + 1))[:G * (levels + 1)].reshape(G, levels + 1)
+        n = counts.sum(1)
+        total = counts @ np.arange(levels + 1, dtype=np.float64) / levels
         with np.errstate(invalid="ignore", divide="ignore"):
             return total / n
 
@@ -114,11 +115,37 @@ class Temporal:
             inter += _popcount(both[w])
         okk = (masks[:, :-1] != 0).any(0) & (masks[:, 1:] != 0).any(0) if view.dropped else ok1
         out["any_overlap"] = (inter > 0, okk)
-        out["topk_overlap"] = (inter / view.k, okk)
+        out["topk_overlap"] = (inter, okk, view.k)  # |A ∩ B| in [0, k], averaged as |A ∩ B| / k
         return out
 
-    def _rates(self, hits: dict, groups: np.ndarray, G: int) -> dict[str, np.ndarray]:
+    def _rates(self, hits: dict, groups: np.ndarray, G: int, joint: tuple[np.ndarray, int] | None) -> dict[str, np.ndarray]:
+        if joint is not None:
+            return self._joint_rates(joint, groups, G, hits["first_or_second"] is not None)
         return {name: np.full(G, np.nan) if h is None else self._sums(groups, G, *h) for name, h in hits.items()}
+
+    @staticmethod
+    def _joint(hits: dict, k: int, dropped: bool) -> tuple[np.ndarray, int] | None:
+        """Every rate of a pair in one small integer, ``first_choice + 2 first_or_second + 4 |A ∩ B|`` (when every
+        pair counts for every rate: nothing dropped), so that one bincount per grouping gives all four rates."""
+        if dropped:
+            return None
+        code = hits["topk_overlap"][0] * 4 + hits["first_choice"][0]
+        if hits["first_or_second"] is not None:
+            code = code + 2 * hits["first_or_second"][0]
+        return code, 4 * (k + 1)
+
+    @staticmethod
+    def _joint_rates(joint: tuple[np.ndarray, int], groups: np.ndarray, G: int, top2: bool) -> dict[str, np.ndarray]:
+        code, D = joint
+        k = D // 4 - 1
+        counts = np.bincount(groups * D + code, minlength=(G + 1) * D)[:G * D].reshape(G, k + 1, 2, 2)
+        n = counts.sum((1, 2, 3)).astype(np.float64)
+        overlap = counts.sum((2, 3))  # [G, |A ∩ B|]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"first_choice": counts[..., 1].sum((1, 2)) / n,
+                    "first_or_second": counts[:, :, 1, :].sum((1, 2)) / n if top2 else np.full(G, np.nan),
+                    "any_overlap": overlap[:, 1:].sum(1) / n,
+                    "topk_overlap": (overlap @ np.arange(k + 1, dtype=np.float64)) / k / n}
 
     def _all_rows(self, view: Any) -> list[list[dict[str, Any]]]:
         E, k = self.E, view.k
@@ -128,11 +155,12 @@ class Temporal:
         shuffled_masks = view.ws.get("shuffled_masks", view.masks.shape, np.uint64)
         np.take(view.masks, p, axis=1, out=shuffled_masks)
         shuffled_hits = self._hits(view, view.top1[p], top2[p] if top2 is not None else None, shuffled_masks)
+        joint, shuffled_joint = self._joint(hits, k, view.dropped), self._joint(shuffled_hits, k, view.dropped)
         out = []
         for index, (groups, names, pairs) in enumerate(self.groupings):
             by = self.by if index == 0 else self.labels[index - 1]
-            stats = self._rates(hits, groups, len(names))
-            shuffled = self._rates(shuffled_hits, groups, len(names))
+            stats = self._rates(hits, groups, len(names), joint)
+            shuffled = self._rates(shuffled_hits, groups, len(names), shuffled_joint)
             rows = []
             for g in range(len(names)):
                 if pairs[g] == 0:

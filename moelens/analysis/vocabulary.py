@@ -52,11 +52,15 @@ def _count_matrix(u: np.ndarray, e: np.ndarray, U: int, E: int) -> np.ndarray:
 
 def _max_share(counts_ue: np.ndarray, n_u: np.ndarray) -> tuple[float, float]:
     """(mean over tokens, occurrence-weighted mean) of ``max_e N(x, e) / N(x)``."""
-    ok = n_u > 0
+    return _mean_shares(counts_ue.max(1), n_u, n_u > 0)
+
+
+def _mean_shares(top: np.ndarray, n_u: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
+    """(mean over the token ids ``ok``, occurrence-weighted mean) of ``top / n_u``."""
     if not ok.any():
         return float("nan"), float("nan")
-    top = counts_ue.max(1)[ok].astype(np.float64)
-    return float((top / n_u[ok]).mean()), float(top.sum() / n_u[ok].sum())
+    t, n = top[ok].astype(np.float64), n_u[ok]
+    return float((t / n).mean()), float(t.sum() / n.sum())
 
 
 class TokenSpecialization:
@@ -91,12 +95,11 @@ class TokenSpecialization:
             if not name:
                 row["token_ids"], row["occurrences"] = int((n_u[keep] > 0).sum()), int(n_u[keep].sum())
                 row["paper_token_ids"], row["paper_occurrences"] = int((n_u > 0).sum()), int(n_u.sum())
-            top1 = self._matrix(view, self.rowsE[name], 0)
-            topk = self._matrix(view, self.rowsE[name], None)
-            row[f"{name}top1_mean"], row[f"{name}top1_weighted"] = _max_share(top1[keep], n_u[keep])
-            row[f"{name}topk_mean"], row[f"{name}topk_weighted"] = _max_share(topk[keep], n_u[keep])
-            row[f"paper_{name}top1_mean"], row[f"paper_{name}top1_weighted"] = _max_share(top1, n_u)
-            row[f"paper_{name}topk_mean"], row[f"paper_{name}topk_weighted"] = _max_share(topk, n_u)
+            seen = n_u > 0
+            for slots, slot in (("top1", 0), ("topk", None)):
+                top = self._matrix(view, self.rowsE[name], slot).max(1)  # one max per id serves both conventions
+                row[f"{name}{slots}_mean"], row[f"{name}{slots}_weighted"] = _mean_shares(top, n_u, seen & keep)
+                row[f"paper_{name}{slots}_mean"], row[f"paper_{name}{slots}_weighted"] = _mean_shares(top, n_u, seen)
         row["baseline_top1"] = 1.0 / self.E
         row["baseline_topk"] = view.k_eff / self.E
         return row
