@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from moelens.errors import CaptureError
+from moelens.errors import CaptureError, option
 
 __all__ = ["RawRoute", "adapt_router_output", "dbrx_route", "doge_route", "mark_skips"]
 
@@ -37,7 +37,7 @@ def _convention_a(out: Any, family: str) -> RawRoute:
         raise CaptureError(
             f"{family} router returned {type(out).__name__} where (logits, weights, indices) was expected;"
             " the installed transformers may have changed this family's router.",
-            hint="Run with --verify to compare against the experts module, or report the version.",
+            hint=f"Run with {option('verify', True)} to compare against the experts module, or report the version.",
         )
     logits, weights, indices = out[0], out[1], out[2]
     if indices.dtype.is_floating_point or not weights.dtype.is_floating_point:
