@@ -210,6 +210,21 @@ class Trace:
         """Per (layer, value, expert): OLMoE share in each run and the difference."""
         return _compare.specialization_shift(self.routing(run_a), self.routing(run_b), label, layers)[0]
 
+    def serving(self, run: str | None = None, options: Any = None, **overrides: Any):
+        """Serving what-ifs (:func:`moelens.analysis.serving.serving_report`): EP placement and balancedness,
+        capacity drops, LRU/LFU/Belady expert caches, prefetch accuracy and batch coverage. ``overrides``
+        are :class:`~moelens.analysis.serving.ServingOptions` fields, e.g. ``ep=(8, 16)``."""
+        from moelens.analysis.serving.options import ServingOptions
+        from moelens.analysis.serving.report import serving_report
+        from moelens.analysis.routing import load_run
+
+        options = ServingOptions(**{**(options or ServingOptions()).__dict__, **overrides})
+        info = self.store.require_run(run)
+        score = "capacity" in options.sections and info.config.get("source", {}).get("weights", True)
+        routing = load_run(self.store, info.run_id, layers=options.layers, weights=bool(score))
+        dtype = self.store.con.execute("SELECT dtype FROM runs WHERE run_id = ?", [info.run_id]).fetchone()[0]
+        return serving_report(routing, options, dtype=dtype)
+
     def report(self, run: str | None = None, options: ReportOptions = ReportOptions()):
         """The full report (:class:`~moelens.analysis.report.Report`: ``.data`` JSON, ``.frames`` polars)."""
         from moelens.analysis.report import build_report

@@ -20,6 +20,7 @@ COMMANDS = {
     "trace": "trace",
     "report": "report",
     "compare": "compare",
+    "serving": "serving",
     "export": "export",
     "families": "families",
 }
