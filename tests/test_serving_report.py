@@ -171,3 +171,27 @@ def test_charts_are_offline_vega_lite(db):
     # the specs need no Altair: the dashboard can embed them with its own rows
     spec = serving_charts.cache_spec(serving_charts.view_rows(rep, "cache"))
     assert spec["data"]["values"] and "http" not in str(spec["data"])
+
+
+@pytest.mark.slow
+def test_stats_mode_run_gives_the_same_placement_from_its_counts(tmp_path):
+    """A --mode stats run keeps only counts: its placement (from them, also per label) must equal the
+    one computed from the per-token routes of the same documents; the other sections say unavailable."""
+    import polars as pl
+
+    import moelens
+    from moelens.embedded import eval_split_path
+
+    data = tmp_path / "sample.jsonl"
+    pl.read_ndjson(eval_split_path()).gather_every(16).write_ndjson(data)
+    db = str(tmp_path / "runs.duckdb")
+    moelens.trace("moelens-mini", str(data), out=db, run_id="routes", progress=False)
+    moelens.trace("moelens-mini", str(data), out=db, run_id="stats", mode="stats", progress=False)
+    with moelens.open(db) as t:
+        kw = dict(ep=(4, 8), fit_on="domain=code", eval_on="domain!=code")
+        a = t.serving("routes", sections=("placement",), **kw).placement
+        stats = t.serving("stats", **kw)
+    b = stats.placement
+    cols = ["ep", "redundant", "placement", "vllm_balancedness", "sglang_balancedness", "trtllm_imbalance"]
+    assert a.select(cols).equals(b.select(cols))
+    assert any("stats-mode run" in n for n in stats.notes)

@@ -220,6 +220,10 @@ class Trace:
 
         options = ServingOptions(**{**(options or ServingOptions()).__dict__, **overrides})
         info = self.store.require_run(run)
+        if info.config.get("identity", {}).get("mode") == "stats":
+            from moelens.analysis.serving.report import serving_stats_report
+
+            return serving_stats_report(self.store, info.run_id, options)
         score = "capacity" in options.sections and info.config.get("source", {}).get("weights", True)
         routing = load_run(self.store, info.run_id, layers=options.layers, weights=bool(score))
         dtype = self.store.con.execute("SELECT dtype FROM runs WHERE run_id = ?", [info.run_id]).fetchone()[0]

@@ -380,3 +380,19 @@ def drop_tally(ranks: np.ndarray, caps: np.ndarray, batch_tokens: int, dropped: 
     """Dropped assignments per capacity row, added per token into ``dropped[rows, T]`` (see :func:`_drop_tally`)."""
     return _kernel("tally")(np.ascontiguousarray(ranks, np.int32), np.ascontiguousarray(caps, np.int64),
                             int(batch_tokens), dropped)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel for the argument types used, so that forked
+    worker processes inherit them instead of each compiling its own."""
+    if not compiled():
+        return
+    grid = np.zeros((2, 2), np.int16)
+    step, expert, prev, nxt = request_list(grid, 2)
+    lru_ranks(step, expert, 2)
+    lfu_ranks(step, expert, 2, 2)
+    belady_hits(step, expert, nxt, 2, 1)
+    w = np.zeros((2, 2), np.float32)
+    for by_score in (False, True):
+        r = capacity_ranks(grid, w, 2, 2, by_score, np.zeros(1, np.int64))
+    drop_tally(r, np.ones((1, 1), np.int64), 2, np.zeros((1, 2), np.int32))

@@ -31,7 +31,8 @@ from moelens.analysis.serving._kernels import compiled, drop_tally
 from moelens.analysis.serving.options import ServingOptions
 from moelens.analysis.serving.schedule import decode_schedule
 
-__all__ = ["ServingReport", "serving_report", "expert_bytes_from_config", "default_cache_sizes"]
+__all__ = ["ServingReport", "serving_report", "serving_stats_report", "expert_bytes_from_config",
+           "default_cache_sizes"]
 
 _DTYPE_BYTES = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
                 "int8": 1, "fp8": 1}
@@ -237,6 +238,9 @@ def _run_pass(p: _Pass, indices: list[int], workers: int) -> dict:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from moelens.analysis.serving._kernels import warm_up
+
+    warm_up()  # the workers inherit the compiled kernels
     _ACTIVE = p
     try:
         with ProcessPoolExecutor(len(blocks), mp_context=multiprocessing.get_context("fork")) as pool:
@@ -310,27 +314,93 @@ def serving_report(routing: Any, options: ServingOptions = ServingOptions(), *, 
 
 
 def _placement_section(routing, o, indices, layers, doc_idx, rep) -> None:
-    import polars as pl
-
     fit_mask = _placement.split_mask(routing, o.fit_on, doc_idx)
     ev_spec = o.eval_on or ("rest" if o.fit_on else "all")
     ev_mask = _placement.split_mask(routing, ev_spec, doc_idx, fit_mask)
     if not fit_mask.any() or not ev_mask.any():
-        raise_empty = "fit" if not fit_mask.any() else "evaluation"
         from moelens.errors import ConfigError
 
-        raise ConfigError(f"the {raise_empty} split selects no tokens (fit_on={o.fit_on!r}, eval_on={ev_spec!r}).")
+        which = "fit" if not fit_mask.any() else "evaluation"
+        raise ConfigError(f"the {which} split selects no tokens (fit_on={o.fit_on!r}, eval_on={ev_spec!r}).")
     fit = _placement.layer_loads(routing, indices, None if fit_mask.all() else fit_mask)
-    ev = fit if ev_mask is fit_mask or (fit_mask.all() and ev_mask.all()) else \
+    ev = fit if (fit_mask.all() and ev_mask.all()) or np.array_equal(fit_mask, ev_mask) else \
         _placement.layer_loads(routing, indices, None if ev_mask.all() else ev_mask)
+    _placement_frames(rep, o, fit, ev, layers, {"fit_on": o.fit_on or "all", "eval_on": ev_spec,
+                                                "fit_tokens": int(fit_mask.sum()), "eval_tokens": int(ev_mask.sum())})
+
+
+def _placement_frames(rep, o, fit, ev, layers, info) -> None:
+    import polars as pl
+
     rows, summary, plans, notes = _placement.placement_rows(fit, ev, layers, o.ep, o.replicas, o.num_groups,
                                                             o.num_nodes)
     rep.plans = plans
     rep.notes += [f"placement: unavailable: {n}" for n in notes]
-    info = {"fit_on": o.fit_on or "all", "eval_on": ev_spec, "fit_tokens": int(fit_mask.sum()),
-            "eval_tokens": int(ev_mask.sum())}
     rep.frames["placement"] = pl.DataFrame([{**r, **info} for r in summary]) if summary else pl.DataFrame()
     rep.frames["placement_layers"] = pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _stats_loads(store: Any, run_id: str, layers: list[int], E: int, spec: str | None, complement: str | None = None):
+    """``([L, E] loads, tokens)`` of a stats-mode run for a split spec (``all``, ``LABEL=V``, ``LABEL!=V``)."""
+    from moelens.errors import ConfigError
+
+    spec = (spec or "all").strip()
+    if spec == "rest":
+        if not complement or "=" not in complement:
+            raise ConfigError("eval_on='rest' of a stats-mode run needs fit_on='LABEL=V'.")
+        spec = complement.replace("!=", "=") if "!=" in complement else complement.replace("=", "!=", 1)
+    where, params = "label_kind = 'all'", []
+    if spec != "all":
+        if spec.startswith(("first:", "last:")) or "=" not in spec:
+            raise ConfigError(f"split {spec!r} needs per-token routing; a stats-mode run keeps per-label counts only "
+                              "(use all, LABEL=V or LABEL!=V).")
+        negate = "!=" in spec
+        name, _, values = spec.partition("!=" if negate else "=")
+        wanted = [v.strip() for v in values.split("+") if v.strip()]
+        known = [r[0] for r in store.con.execute("SELECT DISTINCT label FROM stats_expert_counts WHERE run_id = ? "
+                                                 "AND label_kind = ?", [run_id, name.strip()]).fetchall()]
+        if not known:
+            raise ConfigError(f"split {spec!r}: the stats-mode run has no counts by {name.strip()!r}.")
+        missing = [v for v in wanted if v not in known]
+        if missing:
+            raise ConfigError(f"split {spec!r}: {name.strip()} has no value {missing[0]!r}; values: "
+                              f"{', '.join(sorted(str(k) for k in known))}.")
+        where = f"label_kind = ? AND label {'NOT ' if negate else ''}IN (SELECT unnest(?::VARCHAR[]))"
+        params = [name.strip(), wanted]
+    loads = np.zeros((len(layers), E), np.int64)
+    index = {layer: i for i, layer in enumerate(layers)}
+    for layer, expert, count in store.con.execute(
+            f"SELECT layer, expert, sum(count) FROM stats_expert_counts WHERE run_id = ? AND {where} GROUP BY ALL",
+            [run_id, *params]).fetchall():
+        if layer in index and 0 <= expert < E:
+            loads[index[layer], expert] = count
+    tokens = store.con.execute(f"SELECT coalesce(max(t), 0) FROM (SELECT layer, sum(tokens) AS t FROM stats_tokens "
+                               f"WHERE run_id = ? AND {where} GROUP BY layer)", [run_id, *params]).fetchone()[0]
+    return loads, int(tokens)
+
+
+def serving_stats_report(store: Any, run_id: str | None, options: ServingOptions = ServingOptions()) -> ServingReport:
+    """The serving report of a ``--mode stats`` run: placement from its expert counts (per label for
+    splits); the per-token sections are unavailable."""
+    info = store.require_run(run_id)
+    rep = ServingReport(info.run_id, int(info.num_experts), int(info.top_k), options)
+    started = time.perf_counter()
+    layers = [r[0] for r in store.con.execute("SELECT DISTINCT layer FROM stats_tokens WHERE run_id = ? ORDER BY layer",
+                                              [info.run_id]).fetchall()]
+    if options.layers is not None:
+        layers = [x for x in layers if x in set(options.layers)]
+    if "placement" in options.sections:
+        ev_spec = options.eval_on or ("rest" if options.fit_on else "all")
+        fit, fit_tokens = _stats_loads(store, info.run_id, layers, rep.num_experts, options.fit_on)
+        ev, ev_tokens = _stats_loads(store, info.run_id, layers, rep.num_experts, ev_spec, options.fit_on)
+        _placement_frames(rep, options, fit, ev, np.array(layers, np.int64),
+                          {"fit_on": options.fit_on or "all", "eval_on": ev_spec, "fit_tokens": fit_tokens,
+                           "eval_tokens": ev_tokens})
+    others = [s for s in options.sections if s != "placement"]
+    if others:
+        rep.notes.append(f"{', '.join(others)}: unavailable: the run is a stats-mode run (counts only, no per-token routing)")
+    rep.timings["total"] = time.perf_counter() - started
+    return rep
 
 
 def _assemble(rep: ServingReport, p: _Pass, res: dict, routing: Any, doc_idx: np.ndarray) -> None:
