@@ -1,6 +1,6 @@
 """Write the model cards of the embedded checkpoints from measured figures.
 
-``python -m moelens.embedded.card --corpus-summary DIR/summary.json``
+``python -m tools.embedded.card --corpus-summary DIR/summary.json``
 
 Reads ``moelens-mini/moelens_card.json`` (written by :mod:`moelens.embedded.measure`), adds the
 corpus table (from the corpus builder's ``summary.json``) and each folder's ``training.json``, and
@@ -316,9 +316,9 @@ def render_main(card: dict, config: dict) -> str:
             "python -m moelens.embedded.train --corpus /tmp/moelens/corpus --work /tmp/moelens/w-col "
             "--tokenizer-from /tmp/moelens/w-bal --variant collapsed-lr10 --steps 400 --threads 1 "
             "--export /tmp/moelens/export-collapsed-lr10"] if "collapsed-lr10" in card["checkpoints"] else []),
-        card.get("command", "python -m moelens.embedded.measure --out "
+        card.get("command", "python -m tools.embedded.measure --out "
                  "moelens/embedded/models/moelens-mini/moelens_card.json"),
-        "python -m moelens.embedded.card --corpus-summary /tmp/moelens/corpus/summary.json",
+        "python -m tools.embedded.card --corpus-summary /tmp/moelens/corpus/summary.json",
         "```", "",
         "Figures in this card: `moelens_card.json` beside it (written by `moelens.embedded.measure`).", "",
         "## Limitations", "",
@@ -373,7 +373,7 @@ def parameter_counts(config: dict, folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m moelens.embedded.card",
+    ap = argparse.ArgumentParser(prog="python -m tools.embedded.card",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus-summary", type=Path, help="summary.json of the corpus builder")
     args = ap.parse_args(argv)

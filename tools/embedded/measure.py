@@ -1,6 +1,6 @@
 """Measure the embedded checkpoints on the shipped evaluation split.
 
-``python -m moelens.embedded.measure --out moelens/embedded/models/moelens-mini/moelens_card.json``
+``python -m tools.embedded.measure --out moelens/embedded/models/moelens-mini/moelens_card.json``
 
 For every checkpoint it runs each evaluation document (``<|endoftext|>`` + text, at most 512
 tokens) through the model with forward hooks on the routers (``mlp.gate`` of Qwen3-MoE returns
@@ -255,7 +255,7 @@ def acceptance(result: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from moelens.embedded import MODELS, eval_split_path
 
-    ap = argparse.ArgumentParser(prog="python -m moelens.embedded.measure",
+    ap = argparse.ArgumentParser(prog="python -m tools.embedded.measure",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, help="write the figures (JSON) here")
     ap.add_argument("--eval", type=Path, default=eval_split_path())
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = Path(folder)
     result = measure(models, args.eval, unigram)
     result["acceptance"] = acceptance(result)
-    result["command"] = "python -m moelens.embedded.measure " + " ".join(
+    result["command"] = "python -m tools.embedded.measure " + " ".join(
         sys.argv[1:] if argv is None else argv)
     text = json.dumps(result, indent=1, ensure_ascii=False)
     if args.out:
