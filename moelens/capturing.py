@@ -50,10 +50,11 @@ class Capture:
         return len(self._steps)
 
     def routes(self, *, all_sites: bool = False):
-        """One row per (token, layer, rank): ``step, phase, row, pos, layer, tag, rank, expert, weight``.
+        """One row per (token, layer, pass, rank): ``step, phase, row, pos, layer, pass, tag, rank, expert, weight``.
 
         ``row`` is the token's row in the batch; ``expert`` is null where a capacity router dropped
-        the choice (weight 0). ``all_sites`` also includes secondary routers (jetmoe attention).
+        the choice (weight 0); ``pass`` is 0 except for the later passes of looped layers.
+        ``all_sites`` also includes secondary routers (jetmoe attention).
         """
         import polars as pl
 
@@ -75,6 +76,7 @@ class Capture:
                 "row": np.repeat(r.rows // seq, k).astype(np.int32),
                 "pos": np.repeat(pos, k).astype(np.int64),
                 "layer": np.full(n * k, site.layer, np.int32),
+                "pass": np.full(n * k, site.loop_pass, np.int32),
                 "tag": [site.tag] * (n * k),
                 "rank": np.tile(np.arange(k, dtype=np.int32), n),
                 "expert": expert,
@@ -82,7 +84,7 @@ class Capture:
             }))
         if not frames:
             return pl.DataFrame(schema={"step": pl.Int32, "phase": pl.String, "row": pl.Int32, "pos": pl.Int64,
-                                        "layer": pl.Int32, "tag": pl.String, "rank": pl.Int32,
+                                        "layer": pl.Int32, "pass": pl.Int32, "tag": pl.String, "rank": pl.Int32,
                                         "expert": pl.Int32, "weight": pl.Float32})
         routes = pl.concat(frames, how="vertical_relaxed")
         return routes.with_columns(pl.when(pl.col("expert") >= 0).then(pl.col("expert")).alias("expert"))

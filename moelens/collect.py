@@ -67,7 +67,7 @@ def _host_step(ctx: StepContext) -> HostStep:
 
 def logits_transform(plan: ModelPlan):
     """What turns a router's logits output into logits (None: it already holds logits)."""
-    if plan.family.logits_kind == "probs":  # gemma4: the router returns softmax probabilities
+    if plan.family.logits == "probs":  # the router returns softmax probabilities (gemma4)
         return lambda probs: probs.float().clamp_min(torch.finfo(torch.float32).tiny).log()
     return None
 

@@ -46,7 +46,7 @@ class StatsCollector:
         self.sink.on_step(ctx)
 
     def on_route(self, event: RouterEvent) -> None:
-        if self.plan.family.family == "doge":  # product-key logits are not [tokens, experts]
+        if not self.plan.family.logits_per_expert:  # product-key scores are not [tokens, experts]
             event = RouterEvent(event.site, event.step, event.experts, event.weights, None)
         self.sink.on_route(event)
 

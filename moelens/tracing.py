@@ -209,7 +209,7 @@ class _Tracer:
         if loaded.dtype == "remote":
             return "torch"
         backend = choose_backend(self.cfg.capture, torch.device(loaded.device))
-        if backend == "triton" and self.cfg.mode == "routes" and plan.family.family in ("zaya", "doge"):
+        if backend == "triton" and self.cfg.mode == "routes" and not plan.family.device_records:
             self._note(f"{plan.family.family} routers do not return [tokens, experts] logits; capturing with the"
                        " torch path instead of the Triton record kernels")
             return "torch"
@@ -465,11 +465,11 @@ class _Tracer:
 
 
 def _logits_width(plan: Any, sites: set[int]) -> int:
-    """Columns of a stored logits row: E (plus zero/skip experts), or doge's 2 x sqrt(E) key scores."""
-    if plan.family.family == "doge":
+    """Columns of a stored logits row: E (zero-compute experts included, plus a skip class where the
+    router scores one), or the 2 x sqrt(E) product-key scores of product-key routers."""
+    if not plan.family.logits_per_expert:
         return 2 * int(round(plan.num_experts ** 0.5))
-    skip_class = 1 if plan.family.family == "zaya" else 0  # zaya's router scores a "skip" class too
-    return max(s.num_experts for s in plan.sites if s.site in sites) + skip_class
+    return max(s.num_experts for s in plan.sites if s.site in sites) + int(plan.family.skip_class)
 
 
 def _label_vocabulary(docs: Any) -> dict[str, list[str]]:

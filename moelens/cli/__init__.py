@@ -22,6 +22,7 @@ COMMANDS = {
     "compare": "compare",
     "export": "export",
     "families": "families",
+    "upgrade": "upgrade",
 }
 
 
