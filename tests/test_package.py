@@ -12,9 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # package -> the moelens packages its modules may import (data flows one way:
-# model -> hooks -> kernels -> store -> analysis -> presentation)
+# model -> hooks -> kernels -> store -> analysis -> presentation). The embedded registry sits
+# below the model layer (models/loading resolves its short names) and imports nothing of moelens.
 BASE = {"moelens.errors", "moelens._version"}
 ALLOWED = {
+    "embedded": BASE | {"moelens.embedded"},
     "models": BASE | {"moelens.models", "moelens.embedded"},
     "hooks": BASE | {"moelens.models", "moelens.hooks"},
     "kernels": BASE | {"moelens.hooks", "moelens.kernels"},
@@ -22,8 +24,8 @@ ALLOWED = {
     "analysis": BASE | {"moelens.store", "moelens.analysis"},
     "viz": BASE | {"moelens.store", "moelens.analysis", "moelens.viz", "moelens.web"},
 }
-NO_TORCH = {"store", "analysis", "viz"}
-SOURCES = {"models": ROOT / "moelens/models", "hooks": ROOT / "hooks", "kernels": ROOT / "kernels",
+NO_TORCH = {"embedded", "store", "analysis", "viz"}
+SOURCES = {"embedded": ROOT / "moelens/embedded", "models": ROOT / "moelens/models", "hooks": ROOT / "hooks", "kernels": ROOT / "kernels",
            "store": ROOT / "store", "analysis": ROOT / "moelens/analysis", "viz": ROOT / "moelens/viz"}
 
 
@@ -124,7 +126,9 @@ def test_wheel_ships_models_data_and_web_but_no_top_level_hooks_kernels_store(tm
     wheel = next(tmp_path.glob("moelens-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names if "/" in n and not n.split("/", 1)[0].endswith(".dist-info")}
-    assert tops == {"moelens"}, tops
+    assert tops == {"moelens"}, tops  # no tools/: the embedded model's build tooling stays in the repository
+    embedded_code = sorted(n for n in names if n.startswith("moelens/embedded/") and n.endswith(".py"))
+    assert embedded_code == ["moelens/embedded/__init__.py"], embedded_code
     for checkpoint in ("moelens-mini", "moelens-mini-early", "moelens-mini-collapsed"):
         for f in ("config.json", "model.safetensors", "tokenizer.json"):
             assert f"moelens/embedded/models/{checkpoint}/{f}" in names
