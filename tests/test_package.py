@@ -121,8 +121,18 @@ def test_installed_layout_has_no_top_level_hooks_kernels_store(tmp_path):
 def test_wheel_ships_models_data_and_web_but_no_top_level_hooks_kernels_store(tmp_path):
     import zipfile
 
+    import shutil
+
+    # build from a copy of the tracked files: an in-tree build/ folder keeps files a move left behind
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    source = tmp_path / "src"
+    for name in files:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path), str(source)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("moelens-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names if "/" in n and not n.split("/", 1)[0].endswith(".dist-info")}
