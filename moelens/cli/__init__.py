@@ -23,6 +23,7 @@ COMMANDS = {
     "export": "export",
     "families": "families",
     "upgrade": "upgrade",
+    "merge": "merge",
 }
 
 
