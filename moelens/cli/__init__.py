@@ -23,6 +23,8 @@ COMMANDS = {
     "serving": "serving",
     "export": "export",
     "families": "families",
+    "upgrade": "upgrade",
+    "merge": "merge",
 }
 
 
