@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
     layout = hashlib.sha1(f"{schema.SCHEMA_VERSION}:{schema.route_table_ddl(1, args.k)}".encode()).hexdigest()[:8]
     path = Path(args.db or f"/tmp/moelens_bench/report_{args.tokens}x{args.layers}x{args.experts}k{args.k}_{layout}.duckdb")
+    if args.db is None:
+        for stale in path.parent.glob(f"report_{args.tokens}x{args.layers}x{args.experts}k{args.k}_*.duckdb"):
+            if stale != path:
+                stale.unlink()  # an older layout: several GB
     if not path.exists():
         report_speed.build(path, tokens=args.tokens, layers=args.layers, experts=args.experts, k=args.k)
     routes = args.tokens * args.layers * args.k

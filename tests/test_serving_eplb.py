@@ -103,3 +103,18 @@ def test_invalid_layouts_are_one_line_errors():
         rebalance_experts(w, 8, num_gpus=4)
     with pytest.raises(ConfigError, match="groups"):
         rebalance_experts(w, 16, num_groups=5, num_nodes=1, num_gpus=4)
+
+
+def test_expert_bytes_from_model_configs():
+    from moelens.analysis.serving import expert_bytes_from_config
+
+    # moelens-mini (Qwen3-MoE): gated experts, 3 matrices of hidden 192 x moe_intermediate 64, float32
+    qwen = {"model_type": "qwen3_moe", "hidden_size": 192, "moe_intermediate_size": 64, "intermediate_size": 768}
+    assert expert_bytes_from_config(qwen, "float32") == 3 * 192 * 64 * 4
+    # Mixtral-8x7B: intermediate_size 14336, hidden 4096, bf16 -> 352,321,536 bytes per expert
+    mixtral = {"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336}
+    assert expert_bytes_from_config(mixtral, "bfloat16") == 3 * 4096 * 14336 * 2 == 352_321_536
+    # Switch Transformers: two matrices (wi, wo) of d_model x d_ff
+    switch = {"model_type": "switch_transformers", "d_model": 768, "d_ff": 3072}
+    assert expert_bytes_from_config(switch, "float32") == 2 * 768 * 3072 * 4
+    assert expert_bytes_from_config({"hidden_size": 8}, "float32") is None  # no expert width: unknown
