@@ -72,17 +72,18 @@ def prefetch_accuracy(source: np.ndarray, target_masks: np.ndarray, target: np.n
     E = int(num_experts)
     counts = fold_counts(source, target, fold, E)
     n_target = (target >= 0).sum(1)
-    score = (source >= 0) & (n_target > 0)
-    src = np.where(score, source, 0).astype(np.int64)
+    score = (source >= 0) & (source < E) & (n_target > 0)
     other = (~fold.astype(bool)).astype(np.int64)  # fitted on the fold the token is not in
+    fitted = [prediction_masks(counts[f], top) for f in (0, 1)]
+    # one lookup per word: rows [fold 0's table, fold 1's table, an empty guess for unscored tokens]
+    guess_row = np.where(score, other * E + np.where(score, source, 0).astype(np.int64), 2 * E)
+    popular_row = np.where(score, other, 2)
     hits = pop = 0
-    for f in (0, 1):
-        table, popular = prediction_masks(counts[f], top)
-        on = score & (other == f)
-        for w in range(target_masks.shape[0]):
-            tm = target_masks[w][on]
-            hits += int(_popcount(np.take(table[w], src[on]) & tm).sum())
-            pop += int(_popcount(popular[w] & tm).sum())
+    for w in range(target_masks.shape[0]):
+        tables = np.concatenate([fitted[0][0][w], fitted[1][0][w], np.zeros(1, np.uint64)])
+        popular = np.array([fitted[0][1][w], fitted[1][1][w], 0], np.uint64)
+        hits += int(_popcount(np.take(tables, guess_row) & target_masks[w]).sum(dtype=np.int64))
+        pop += int(_popcount(np.take(popular, popular_row) & target_masks[w]).sum(dtype=np.int64))
     return hits, pop, int(n_target[score].sum())
 
 
