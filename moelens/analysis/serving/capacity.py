@@ -26,7 +26,7 @@ import numpy as np
 
 from moelens.analysis.serving._kernels import capacity_ranks
 
-__all__ = ["DROP_POLICIES", "capacity", "batch_capacity", "drop_counts", "drop_ranks"]  # noqa: E501
+__all__ = ["DROP_POLICIES", "capacity", "batch_capacity", "drop_counts", "drop_ranks"]
 
 DROP_POLICIES = ("position", "score")
 
