@@ -58,7 +58,7 @@ class RunRouting:
     pos: np.ndarray  # [T] int32
     token_id: np.ndarray  # [T] int32
     experts: np.ndarray  # [L, T, k] int16
-    weights: np.ndarray | None  # [L, T, k] float32 (None if not loaded)
+    weights: np.ndarray | None  # [L, T, k] float32 (None if not loaded, or the run has none)
     documents: Any  # polars DataFrame: doc_id, domain, language, n_tokens, source, meta
     config: dict[str, Any] = field(default_factory=dict)
     tokens: list[str | None] | None = None  # token text per token, when loaded
@@ -160,6 +160,7 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
     pos = toks.column("pos").to_numpy().astype(np.int32)
     T, L = len(doc_id), len(layer_list)
     k = max([int(s[2]) for s in sites], default=info.top_k)
+    weights = weights and info.weights  # engine imports store no gate weights
     experts = np.full((L, T, k), -1, dtype=np.int16)
     weight_arr = np.zeros((L, T, k), dtype=np.float32) if weights else None
     if sites and T:
@@ -195,8 +196,8 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
                     w = unpack_weights(_words(part, w_cols), k)
                     _place(weight_arr[li], tok, w if complete else w[keep])
     token_list = toks.column("token").to_pylist() if token_text else None
-    return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos,
-                      toks.column("token_id").to_numpy().astype(np.int32), experts, weight_arr, documents,
+    token_ids = toks.column("token_id").fill_null(-1).to_numpy().astype(np.int32)  # -1: no id recorded
+    return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos, token_ids, experts, weight_arr, documents,
                       info.config, token_list)
 
 

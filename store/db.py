@@ -74,6 +74,7 @@ class RunInfo:
     top_k: int
     num_experts: int
     config: dict[str, Any]
+    weights: bool = True  # the run's route table holds gate weights (False: engine imports without them)
 
 
 class Store:
@@ -122,7 +123,8 @@ class Store:
         if "moelens_meta" in tables:
             row = self.con.execute("SELECT value FROM moelens_meta WHERE key = 'schema_version'").fetchone()
             found = int(row[0]) if row else -1
-            if found != schema.SCHEMA_VERSION:
+            self.schema_version = found
+            if found not in schema.READABLE_VERSIONS:
                 raise SchemaVersionError(
                     f"{self.path} has moelens schema version {found} but this moelens ({__version__}) reads version"
                     f" {schema.SCHEMA_VERSION}; trace into a new file or open it with the moelens that wrote it.")
@@ -137,6 +139,7 @@ class Store:
             self.con.execute(ddl)
         self.con.execute("INSERT INTO moelens_meta VALUES ('schema_version', ?), ('created_by', ?)",
                          [str(schema.SCHEMA_VERSION), f"moelens {__version__}"])
+        self.schema_version = schema.SCHEMA_VERSION
         self._refresh_views()
         self.con.execute("COMMIT")
 
@@ -150,7 +153,14 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        return RunInfo(row[0], int(row[1]), row[2], int(row[3]), int(row[4]), json.loads(row[5] or "{}"))
+        return RunInfo(row[0], int(row[1]), row[2], int(row[3]), int(row[4]), json.loads(row[5] or "{}"),
+                       self._has_weight_words(int(row[1])))
+
+    def _has_weight_words(self, run_key: int) -> bool:
+        """Whether the run's route table stores gate weights (schema version 2 allows tables without)."""
+        return bool(self.con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?"
+            " AND column_name = 'w0'", [schema.route_table(run_key)]).fetchone()[0])
 
     def require_run(self, run_id: str | None) -> RunInfo:
         """The run ``run_id``, or the only run when ``None``; typed errors otherwise."""
@@ -170,8 +180,12 @@ class Store:
 
     def create_run(self, *, run_id: str, model: str, dataset: str, dtype: str, revision: str | None,
                    plan_meta: dict[str, Any], config: dict[str, Any], logits_width: int | None,
-                   confidence: bool = False) -> RunInfo:
-        """Create the run's rows, its physical tables and refresh the views (one transaction)."""
+                   confidence: bool = False, weights: bool = True) -> RunInfo:
+        """Create the run's rows, its physical tables and refresh the views (one transaction).
+
+        ``weights=False`` creates a route table without weight words: the source records no gate
+        weights and the views show ``weight`` NULL (marks a version 1 file as version 2).
+        """
         key_row = self.con.execute("SELECT coalesce(max(run_key), 0) + 1 FROM runs").fetchone()
         run_key = int(key_row[0])
         k = int(plan_meta["top_k"])
@@ -189,7 +203,10 @@ class Store:
                                  [run_id, site["site"], site["layer"], site["tag"], site["path"],
                                   site["primary"], site["num_experts"], site["top_k"]])
             max_k = max(s["top_k"] for s in plan_meta["sites"])
-            self.con.execute(schema.route_table_ddl(run_key, max_k))
+            self.con.execute(schema.route_table_ddl(run_key, max_k, weights))
+            if not weights and getattr(self, "schema_version", schema.SCHEMA_VERSION) < 2:
+                self.con.execute("UPDATE moelens_meta SET value = '2' WHERE key = 'schema_version'")
+                self.schema_version = 2
             if logits_width:
                 self.con.execute(schema.logits_table_ddl(run_key, logits_width))
             if confidence:
@@ -199,7 +216,7 @@ class Store:
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        return RunInfo(run_id, run_key, "running", k, int(plan_meta["num_experts"]), full_config)
+        return RunInfo(run_id, run_key, "running", k, int(plan_meta["num_experts"]), full_config, weights)
 
     def delete_run(self, run_id: str) -> None:
         info = self.get_run(run_id)
@@ -235,11 +252,11 @@ class Store:
         sized = []
         for run_id, run_key, top_k in runs:
             max_k = self.con.execute("SELECT max(top_k) FROM sites WHERE run_id = ?", [run_id]).fetchone()[0]
-            sized.append((run_id, int(run_key), int(max_k or top_k)))
+            sized.append((run_id, int(run_key), int(max_k or top_k), self._has_weight_words(int(run_key))))
         for sql in schema.routes_view_sql(sized):
             self.con.execute(sql)
         tables = self._tables()
-        with_logits = [(r, k) for r, k, _ in sized if schema.logits_table(k) in tables]
+        with_logits = [(r, k) for r, k, *_ in sized if schema.logits_table(k) in tables]
         self.con.execute(schema.logits_view_sql(with_logits))
-        with_confidence = [(r, k) for r, k, _ in sized if schema.confidence_table(k) in tables]
+        with_confidence = [(r, k) for r, k, *_ in sized if schema.confidence_table(k) in tables]
         self.con.execute(schema.confidence_view_sql(with_confidence))

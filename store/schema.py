@@ -13,7 +13,8 @@ Public tables and views (users write SQL against these; the column lists are sta
 * ``tokens(run_id, doc_id, pos, token_id, token)`` - ``pos`` is the position in the document.
 * ``routes(run_id, doc_id, pos, layer, rank, expert, weight)`` (view) - one row per routed
   choice at a primary site; ``rank`` 0 is the router's first slot; ``expert`` is NULL where the
-  choice was dropped (capacity routers) or skipped (zaya), with ``weight`` 0.
+  choice was dropped (capacity routers) or skipped (zaya), with ``weight`` 0. ``weight`` is NULL
+  throughout a run whose source records no gate weights (serving-engine imports; version 2).
 * ``routes_all`` (view) - as ``routes`` plus ``site`` and ``tag``, over every site.
 * ``router_logits(run_id, doc_id, pos, layer, logits)`` (view) - only for runs traced with logits.
 * ``router_confidence(run_id, doc_id, pos, layer, entropy, margin, lse)`` (view) - per token and
@@ -30,16 +31,21 @@ Physically, routes live in one table per run, ``_routes_<run_key>(doc_id, pos, s
 one row per token and router site, the k ids bit-packed four to a BIGINT word (``e*``) and the k
 float32 weights two to a word (``w*``), see :mod:`moelens.store.packing`. The word columns are
 stored uncompressed: random bit patterns do not compress, and skipping the attempt is what lets
-ingest keep up with a GPU.
+ingest keep up with a GPU. A run without gate weights has no ``w*`` columns at all (version 2).
+
+Version history: 1 - first release; 2 - route tables without weight words (``weight`` NULL in the
+views). Version 1 files are version 2 files without such runs: both are read, and a version 1
+file is marked version 2 when a run without weights is written into it.
 """
 
 from __future__ import annotations
 
 from moelens.store.packing import expert_words, weight_words
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # schema versions this moelens opens
 
-__all__ = ["SCHEMA_VERSION", "BASE_DDL", "route_table", "logits_table", "confidence_table", "route_table_ddl",
+__all__ = ["SCHEMA_VERSION", "READABLE_VERSIONS", "BASE_DDL", "route_table", "logits_table", "confidence_table", "route_table_ddl",
            "expert_columns", "weight_columns", "logits_table_ddl", "confidence_table_ddl", "routes_view_sql",
            "logits_view_sql", "confidence_view_sql", "STATS_TABLES"]
 
@@ -133,8 +139,9 @@ def weight_columns(k: int) -> list[str]:
     return [f"w{i}" for i in range(weight_words(k))]
 
 
-def route_table_ddl(run_key: int, k: int) -> str:
-    words = ", ".join(f"{c} BIGINT USING COMPRESSION uncompressed" for c in expert_columns(k) + weight_columns(k))
+def route_table_ddl(run_key: int, k: int, weights: bool = True) -> str:
+    columns = expert_columns(k) + (weight_columns(k) if weights else [])
+    words = ", ".join(f"{c} BIGINT USING COMPRESSION uncompressed" for c in columns)
     return (f"CREATE TABLE IF NOT EXISTS {route_table(run_key)} (doc_id INTEGER, pos INTEGER, site SMALLINT, "
             f"{words})")
 
@@ -148,13 +155,15 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _one_run_routes(run_id: str, run_key: int, k: int) -> str:
+def _one_run_routes(run_id: str, run_key: int, k: int, weights: bool = True) -> str:
     table = route_table(run_key)
     e_words = "[" + ", ".join(f"r.{c}" for c in expert_columns(k)) + "]"
     w_words = "[" + ", ".join(f"r.{c}" for c in weight_columns(k)) + "]"
+    weight = (f"moelens_f32(({w_words}[1 + t.rank // 2] >> (32 * (t.rank % 2))) & 4294967295)" if weights
+              else "NULL::FLOAT")
     return f"""SELECT {_quote(run_id)} AS run_id, r.doc_id::BIGINT AS doc_id, r.pos, s.layer, t.rank::INTEGER AS rank,
         moelens_i16(({e_words}[1 + t.rank // 4] >> (16 * (t.rank % 4))) & 65535) AS expert,
-        moelens_f32(({w_words}[1 + t.rank // 2] >> (32 * (t.rank % 2))) & 4294967295) AS weight,
+        {weight} AS weight,
         r.site, s.tag, s.is_primary
     FROM {table} r
     JOIN sites s ON s.run_id = {_quote(run_id)} AND s.site = r.site
@@ -167,8 +176,8 @@ _EMPTY_ROUTES = """SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS doc_id, NULL:
     NULL::SMALLINT AS site, NULL::VARCHAR AS tag, NULL::BOOLEAN AS is_primary WHERE false"""
 
 
-def routes_view_sql(runs: list[tuple[str, int, int]]) -> list[str]:
-    """``CREATE VIEW`` statements for ``routes`` and ``routes_all`` over ``(run_id, run_key, k)``."""
+def routes_view_sql(runs: list[tuple]) -> list[str]:
+    """``CREATE VIEW`` statements for ``routes`` and ``routes_all`` over ``(run_id, run_key, k[, weights])``."""
     body = "\nUNION ALL\n".join(_one_run_routes(*r) for r in runs) if runs else _EMPTY_ROUTES
     return [
         f"CREATE OR REPLACE VIEW routes_all AS\n{body}",
