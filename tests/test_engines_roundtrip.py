@@ -295,7 +295,7 @@ def test_megatron_micro_batch_rows_are_seq_major(trace_run, tmp_path):
     per_layer = {layer: np.stack([a[li], b[li]], axis=1).reshape(2 * m, K) for li, layer in enumerate(MOE)}
     ew.megatron_trace_file(tmp_path, 0, ew.megatron_records(0, 0, per_layer, routing_map=False))
     run = sources.read("megatron", [tmp_path], num_experts=E, micro_batch_size=2)
-    assert [d.meta["sequence"] for d in run.docs] == [0, 1]
+    assert [d.meta["engine"]["sequence"] for d in run.docs] == [0, 1]
     assert np.array_equal(run.docs[0].experts, a) and np.array_equal(run.docs[1].experts, b)
 
 

@@ -162,7 +162,7 @@ def read_megatron(paths: list[str | os.PathLike], options: ImportOptions) -> Imp
                     full[index[layer]] = a[0]
             for b in range(B):
                 docs.append(Doc(len(docs), np.ascontiguousarray(full[:, b::B]), None,
-                                {"rank": r, "step": step, "micro_batch": micro, "sequence": b}))
+                                {"rank": r, "engine": {"step": step, "micro_batch": micro, "sequence": b}}))
     spec = RunSpec(kind="megatron", num_experts=E, top_k=k, layers=tuple(layers), num_layers=max(layers) + 1,
                    dataset=",".join(f.name for f in files), model=options.model, token_ids=False,
                    engine={"format": "RouterTracer JSONL", "ranks": ranks, "rank_mode": rank_mode,

@@ -146,11 +146,11 @@ def _documents(records: Iterable[Any], top_k: int) -> list[Request]:
         tokens = last["tokens"][:-1]
         if len(routes) != len(tokens):
             raise EngineFormatError(f"{last['what']}: {len(routes)} routing rows for {len(tokens)} routed tokens.")
-        meta = {"rid": last["rid"], "turns": len(parts), "prompt_tokens": parts[0]["prompt_tokens"],
-                "unrouted_last_token": int(last["tokens"][-1]) if len(last["tokens"]) else None}
+        engine = {"rid": last["rid"], "turns": len(parts), "prompt_tokens": parts[0]["prompt_tokens"],
+                  "unrouted_last_token": int(last["tokens"][-1]) if len(last["tokens"]) else None}
         if key[0] == "conversation":
-            meta["conversation"] = str(key[1])
-        requests.append(Request(routes, tokens, meta, last["what"]))
+            engine["conversation"] = str(key[1])
+        requests.append(Request(routes, tokens, {"engine": engine}, last["what"]))
     return requests
 
 

@@ -239,8 +239,9 @@ def _per_token(by_rank: dict, kept: list[int], p2l: np.ndarray, E: int, options:
             if length == 0:
                 continue
             offset = positions[start] if positions is not None and start < len(positions) else None
-            meta = {"rank": r, "forward_pass_id": pass_id, "segment": s, "phase": phase,
-                    "position_offset": int(offset) if isinstance(offset, (int, np.integer)) else None}
+            meta = {"rank": r, "phase": phase,  # labels; the rest is bookkeeping
+                    "engine": {"forward_pass_id": pass_id, "segment": s,
+                               "position_offset": int(offset) if isinstance(offset, (int, np.integer)) else None}}
             raw_docs.append((experts[:, start:start + length], ids[start:start + length], meta))
             start += length
     if not raw_docs:

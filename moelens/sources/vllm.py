@@ -106,9 +106,10 @@ def _requests(outputs: Iterable[Any], where: str) -> list[Request]:
                 if n_prompt < 0:
                     raise EngineFormatError(f"{what}: {rows} routed_experts rows for {len(out_ids)} output tokens.")
                 ids = np.concatenate([np.full(n_prompt, -1), np.asarray(out_ids[:-1], dtype=np.int64)])
-            meta = {"request_id": str(rid), "sample": int(index), "prompt_tokens": int(n_prompt)}
+            engine = {"request_id": str(rid), "sample": int(index), "prompt_tokens": int(n_prompt)}
             if out_ids:
-                meta["unrouted_last_token"] = int(out_ids[-1])
+                engine["unrouted_last_token"] = int(out_ids[-1])
+            meta = {"engine": engine}  # a nested dict: bookkeeping, never a label
             extra = _get(out, "meta")
             if isinstance(extra, dict):
                 meta.update(extra)

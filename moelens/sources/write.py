@@ -69,9 +69,10 @@ def apply_documents(run: ImportedRun, rows: list[dict[str, Any]]) -> int:
     by_id = {d.doc_id: d for d in run.docs}
     by_request: dict[str, Any] = {}
     for d in run.docs:
+        engine = d.meta.get("engine") or {}
         for key in ("request_id", "rid"):
-            if key in d.meta:
-                by_request.setdefault(str(d.meta[key]), []).append(d)
+            if key in engine:
+                by_request.setdefault(str(engine[key]), []).append(d)
     done = 0
     for row in rows:
         where = row.pop("_line", "documents file")
