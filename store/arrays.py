@@ -169,32 +169,38 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
         index = _token_index(docs_sorted, counts)
         table_k = max(int(s[2]) for s in store.con.execute(
             "SELECT site, layer, top_k FROM sites WHERE run_id = ?", [info.run_id]).fetchall())
-        table = schema.route_table(info.run_key)
-        e_cols, w_cols = schema.expert_columns(table_k), schema.weight_columns(table_k)
-        cols = ", ".join(["doc_id", "pos", *e_cols, *(w_cols if weights else [])])
-        params = None
-        queries = [(int(np.searchsorted(layer_list, layer)),
-                    f"SELECT {cols} FROM {table} WHERE site = {int(site)}{doc_filter}") for site, layer, _ in sites]
-        # DuckDB reads the next layer (in a thread, on its own cursor) while numpy places this one
-        with ThreadPoolExecutor(max_workers=1) as pool, contextlib.closing(con.cursor()) as cursor:
-            pending = pool.submit(fetch_arrow, cursor, queries[0][1], params)
-            for n, (li, _) in enumerate(queries):
-                part = pending.result()
-                if n + 1 < len(queries):
-                    pending = pool.submit(fetch_arrow, cursor, queries[n + 1][1], params)
-                if part.num_rows == 0:
-                    continue
-                part = part.combine_chunks()
-                tok = index(part.column(0).to_numpy().astype(np.int64), part.column(1).to_numpy().astype(np.int64))
-                keep = tok >= 0
-                complete = bool(keep.all())
-                if not complete:
-                    tok = tok[keep]
-                e = unpack_experts(_words(part, e_cols), k)
-                _place(experts[li], tok, e if complete else e[keep])
-                if weights:
-                    w = unpack_weights(_words(part, w_cols), k)
-                    _place(weight_arr[li], tok, w if complete else w[keep])
+        if store.dataset is not None:  # a Parquet dataset holds the unpacked public view
+            from moelens.store.dataset import load_unpacked
+
+            load_unpacked(con, info.run_id, [(int(np.searchsorted(layer_list, layer)), layer) for _, layer, _ in sites],
+                          index, experts, weight_arr, doc_filter)
+        else:
+            table = schema.route_table(info.run_key)
+            e_cols, w_cols = schema.expert_columns(table_k), schema.weight_columns(table_k)
+            cols = ", ".join(["doc_id", "pos", *e_cols, *(w_cols if weights else [])])
+            params = None
+            queries = [(int(np.searchsorted(layer_list, layer)),
+                        f"SELECT {cols} FROM {table} WHERE site = {int(site)}{doc_filter}") for site, layer, _ in sites]
+            # DuckDB reads the next layer (in a thread, on its own cursor) while numpy places this one
+            with ThreadPoolExecutor(max_workers=1) as pool, contextlib.closing(con.cursor()) as cursor:
+                pending = pool.submit(fetch_arrow, cursor, queries[0][1], params)
+                for n, (li, _) in enumerate(queries):
+                    part = pending.result()
+                    if n + 1 < len(queries):
+                        pending = pool.submit(fetch_arrow, cursor, queries[n + 1][1], params)
+                    if part.num_rows == 0:
+                        continue
+                    part = part.combine_chunks()
+                    tok = index(part.column(0).to_numpy().astype(np.int64), part.column(1).to_numpy().astype(np.int64))
+                    keep = tok >= 0
+                    complete = bool(keep.all())
+                    if not complete:
+                        tok = tok[keep]
+                    e = unpack_experts(_words(part, e_cols), k)
+                    _place(experts[li], tok, e if complete else e[keep])
+                    if weights:
+                        w = unpack_weights(_words(part, w_cols), k)
+                        _place(weight_arr[li], tok, w if complete else w[keep])
     token_list = toks.column("token").to_pylist() if token_text else None
     token_ids = toks.column("token_id").fill_null(-1).to_numpy().astype(np.int32)  # -1: no id recorded
     return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos, token_ids, experts, weight_arr, documents,

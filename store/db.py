@@ -90,6 +90,10 @@ class Store:
                  connection: duckdb.DuckDBPyConnection | None = None) -> None:
         self.path = str(path) if path is not None else ":memory:"
         self.read_only = read_only
+        self.dataset: dict[str, Any] | None = None  # the manifest, when ``path`` is a Parquet dataset folder
+        if connection is None and path is not None and Path(path).is_dir():
+            self._open_dataset(path)
+            return
         if connection is None:
             if read_only and path is not None and not Path(path).exists():
                 raise StoreError(f"no database at {path}; trace into it first (`moelens trace ... --out {path}`).")
@@ -102,6 +106,21 @@ class Store:
         except BaseException:
             self.close()
             raise
+
+    def _open_dataset(self, path: str | os.PathLike) -> None:
+        """Views over a Parquet dataset folder (:mod:`moelens.store.dataset`) on an in-memory connection."""
+        from moelens.store.dataset import open_dataset
+
+        if not self.read_only:
+            raise StoreError(f"{path} is a Parquet dataset, which moelens reads but does not write; trace or import "
+                             "into a .duckdb file and export it again.")
+        self.con = duckdb.connect(":memory:")
+        try:
+            self.dataset = open_dataset(self.con, path)
+        except BaseException:
+            self.close()
+            raise
+        self.schema_version = int(self.dataset["schema_version"])
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -154,10 +173,12 @@ class Store:
         if row is None:
             return None
         return RunInfo(row[0], int(row[1]), row[2], int(row[3]), int(row[4]), json.loads(row[5] or "{}"),
-                       self._has_weight_words(int(row[1])))
+                       self._has_weight_words(int(row[1]), row[0]))
 
-    def _has_weight_words(self, run_key: int) -> bool:
+    def _has_weight_words(self, run_key: int, run_id: str | None = None) -> bool:
         """Whether the run's route table stores gate weights (schema version 2 allows tables without)."""
+        if self.dataset is not None:
+            return bool(self.dataset["runs"].get(run_id, {}).get("weights", True))
         return bool(self.con.execute(
             "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?"
             " AND column_name = 'w0'", [schema.route_table(run_key)]).fetchone()[0])
