@@ -105,6 +105,21 @@ def test_sglang_truncated_base64(db, tmp_path, capsys):
            "routed_experts", tmp_path)
 
 
+@pytest.mark.parametrize("pybase64", [True, False])
+def test_sglang_corrupted_base64(db, tmp_path, capsys, monkeypatch, pybase64):
+    import sys
+
+    if not pybase64:  # the standard library's lenient decoder: corruption shows as a wrong size
+        monkeypatch.setitem(sys.modules, "pybase64", None)
+    n = 6
+    resp = ew.sglang_response("a", list(range(3)), [3, 4, 5, 6], ew.engine_rows(_experts(n, 3), MOE, L, 0))
+    payload = resp["meta_info"]["routed_experts"]
+    resp["meta_info"]["routed_experts"] = payload[:10] + "!" + payload[11:]
+    (tmp_path / "s.jsonl").write_text(json.dumps(resp) + "\n")
+    _fails(db, ["sglang", str(tmp_path / "s.jsonl"), "--num-experts", str(E), "--top-k", str(K)], capsys,
+           "routed_experts", tmp_path)
+
+
 def test_sglang_start_len_without_earlier_turns(db, tmp_path, capsys):
     n = 6
     rows = ew.engine_rows(_experts(n, 4), MOE, L, 0)

@@ -111,6 +111,25 @@ def test_vllm_request_outputs_and_jsonl_dump(trace_run, tmp_path):
     _same(tmp_path / "cli.duckdb", docs)
 
 
+def test_zero_rows_in_a_moe_layer_are_not_recorded(trace_run, tmp_path):
+    """A row of k >= 2 zeros is the capture buffer's fill (a top-k never repeats an expert):
+    no routing was written for that token, so it is stored as no choice (NULL), and counted."""
+    import duckdb
+
+    from moelens import sources
+
+    _, docs = trace_run
+    _, ids, experts = docs[0]
+    out = ew.vllm_request_output("z", ids, experts, MOE, NUM_LAYERS, prompt_len=2, last_token=1)
+    out.outputs[0].routed_experts[[1, 4], 2, :] = 0
+    sources.write(sources.from_vllm([out], num_experts=E), tmp_path / "z.duckdb")
+    con = duckdb.connect(str(tmp_path / "z.duckdb"), read_only=True)
+    nulls = con.execute("SELECT pos, count(*) FROM routes WHERE expert IS NULL GROUP BY pos ORDER BY pos").fetchall()
+    config = json.loads(con.execute("SELECT config FROM runs").fetchall()[0][0])
+    con.close()
+    assert nulls == [(1, K), (4, K)] and config["source"]["engine"]["unrecorded_rows"] == 2
+
+
 def test_sglang_multi_turn_start_len(trace_run, tmp_path):
     """Each document as two turns of one conversation; turn 2 asks only for rows from
     ``routed_experts_start_len`` on (``io_struct.py`` ``GenerateReqInput.routed_experts_start_len``)."""

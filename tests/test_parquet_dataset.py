@@ -94,6 +94,12 @@ def test_independent_reader_sees_the_routes_view(db, tmp_path):
                               "WHERE run_id = 'vllm/served 1'").fetchall())
     con.close()
     assert got == want and all(w is None for *_, w in got)
+    import polars as pl
+
+    per_layer = (pl.scan_parquet(str(ds / "routes" / "**" / "*.parquet"), hive_partitioning=True)
+                 .group_by("run_id", "layer").len().collect().sort("layer"))
+    assert per_layer["run_id"].to_list() == ["vllm/served 1"] * 3
+    assert per_layer["len"].to_list() == [sum(1 for r in want if r[3] == layer) for layer in (1, 2, 3)]
 
 
 def test_open_a_dataset_and_add_runs(db, tmp_path):

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from moelens.errors import ConfigError, EngineFormatError
-from moelens.sources.base import Doc, ImportedRun, ImportOptions, RunSpec, logical_ids, moe_layer_mask, \
-    unrecorded_zero_rows
+from moelens.sources.base import Doc, ImportedRun, ImportOptions, RunSpec, logical_ids, moe_layer_mask
 
 __all__ = ["Request", "assemble"]
 
@@ -33,6 +32,20 @@ class Request:
     what: str = "request"
 
 
+def _fast(raw: Any, options: ImportOptions, E: int) -> np.ndarray | None:
+    """``[layers]`` max id of each layer when the ids need no mapping (only ``-1`` as "none", all
+    below ``E``): then documents keep views of the engine's arrays and are converted while they
+    are written. None when the full conversion is needed (it also raises for bad ids)."""
+    ids = np.asarray(raw)
+    if (options.fused_shared_experts or options.physical_to_logical is not None or options.sentinels
+            or ids.ndim != 3 or not np.issubdtype(ids.dtype, np.integer) or not ids.size or ids.dtype.itemsize > 8):
+        return None
+    layer_max = ids.max(axis=(0, 2))
+    if int(layer_max.max()) >= E or int(ids.min()) < -1:
+        return None
+    return layer_max
+
+
 def assemble(kind: str, requests: list[Request], options: ImportOptions, *, dataset: str,
              engine: dict[str, Any]) -> ImportedRun:
     """Validate and convert ``requests`` into an :class:`ImportedRun` (one document per request)."""
@@ -42,10 +55,15 @@ def assemble(kind: str, requests: list[Request], options: ImportOptions, *, data
     if not requests:
         raise EngineFormatError(f"no {kind} requests with routed experts to import.")
     E = options.num_experts
-    converted = []
+    converted = []  # per request: [layers, n, k] ids (a view of the engine's array, or converted int16)
+    routed = None  # [layers] bool: the layer carries routing in some request
     shape = None
     for req in requests:
-        ids = logical_ids(req.routes, what=req.what, num_experts=E, options=options)
+        layer_max = _fast(req.routes, options, E)
+        if layer_max is not None:
+            ids = np.asarray(req.routes).transpose(1, 0, 2)
+        else:
+            ids = logical_ids(req.routes, what=req.what, num_experts=E, options=options)
         if shape is None:
             shape = ids.shape
         elif ids.shape[0] != shape[0] or ids.shape[2] != shape[2]:
@@ -53,6 +71,10 @@ def assemble(kind: str, requests: list[Request], options: ImportOptions, *, data
                                     f"has {shape[0]} x {shape[2]}; every request must come from the same model.")
         if req.token_ids is not None and len(req.token_ids) != ids.shape[1]:
             raise EngineFormatError(f"{req.what}: {ids.shape[1]} routing rows for {len(req.token_ids)} tokens.")
+        k = ids.shape[2]
+        # a layer routes when an id >= 1 appears (k >= 2: a top-k never repeats, so a row of zeros is fill)
+        has = (layer_max >= (1 if k >= 2 else 0)) if layer_max is not None else moe_layer_mask([ids], ids.shape[0], k)
+        routed = has if routed is None else routed | has
         converted.append(ids)
     num_layers, k = shape[0], shape[2]
     if options.top_k is not None and options.top_k != k:
@@ -63,18 +85,15 @@ def assemble(kind: str, requests: list[Request], options: ImportOptions, *, data
             raise ConfigError(f"--moe-layers names layer {bad[0]} but the arrays have {num_layers} layers.")
         layers = np.array(options.moe_layers, dtype=np.int64)
     else:
-        layers = np.flatnonzero(moe_layer_mask(converted, num_layers, k))
+        layers = np.flatnonzero(routed)
         if not len(layers):
             raise EngineFormatError(f"no layer of the {kind} arrays carries routing (all -1 or 0); nothing to import.")
-    docs, unrecorded = [], 0
-    for i, (req, ids) in enumerate(zip(requests, converted)):
-        experts, n_zero = unrecorded_zero_rows(ids[layers], k)
-        unrecorded += n_zero
-        docs.append(Doc(i, np.ascontiguousarray(experts), None if req.token_ids is None
-                        else np.asarray(req.token_ids, dtype=np.int64), dict(req.meta)))
+    span = (slice(int(layers[0]), int(layers[-1]) + 1) if len(layers) == layers[-1] - layers[0] + 1 else layers)
+    docs = [Doc(i, ids[span], None if req.token_ids is None else np.asarray(req.token_ids, dtype=np.int64),
+                dict(req.meta)) for i, (req, ids) in enumerate(zip(requests, converted))]
     has_ids = all(d.token_ids is not None and bool((d.token_ids >= 0).all()) for d in docs)
     spec = RunSpec(kind=kind, num_experts=E, top_k=k, layers=tuple(int(x) for x in layers), num_layers=num_layers,
                    dataset=dataset, model=options.model, token_ids=has_ids,
-                   engine={**engine, "options": options.described(), "unrecorded_rows": unrecorded,
+                   engine={**engine, "options": options.described(),
                            "dense_layers": sorted(set(range(num_layers)) - set(int(x) for x in layers))})
-    return ImportedRun(spec, docs)
+    return ImportedRun(spec, docs, zero_rows_unrecorded=True)

@@ -180,6 +180,8 @@ class ImportedRun:
     counts: np.ndarray | None = None  # [L, E] int64, counts-only runs
     layer_tokens: np.ndarray | None = None  # [L] tokens per layer, counts-only runs
     count_documents: list[dict[str, Any]] = field(default_factory=list)  # documents rows, counts-only runs
+    zero_rows_unrecorded: bool = False  # rows of k >= 2 zeros are an engine's fill: written as -1
+    unrecorded_rows: int = 0  # such rows found while the batches were built
 
     @property
     def num_tokens(self) -> int:
@@ -187,7 +189,7 @@ class ImportedRun:
             return sum(d.n_tokens for d in self.docs)
         return int(self.layer_tokens.max()) if self.layer_tokens is not None and len(self.layer_tokens) else 0
 
-    def batches(self, docs_per_batch: int = 64, tokens_per_batch: int = 1 << 16) -> Iterator[Any]:
+    def batches(self, docs_per_batch: int = 256, tokens_per_batch: int = 8192) -> Iterator[Any]:
         """:class:`~moelens.store.WriteBatch` objects of complete documents (per-token runs)."""
         from moelens.store import WriteBatch
 
@@ -198,10 +200,20 @@ class ImportedRun:
             group.append(doc)
             size += doc.n_tokens
             if len(group) >= docs_per_batch or size >= tokens_per_batch:
-                yield _batch(group, L, k, WriteBatch)
+                yield self._batch(group, L, k, WriteBatch)
                 group, size = [], 0
         if group:
-            yield _batch(group, L, k, WriteBatch)
+            yield self._batch(group, L, k, WriteBatch)
+
+    def _batch(self, docs: list[Doc], L: int, k: int, WriteBatch: Any) -> Any:
+        batch = _batch(docs, L, k, WriteBatch)
+        if self.zero_rows_unrecorded and k >= 2:
+            zero = ~batch.experts.any(axis=1)
+            n = int(zero.sum())
+            if n:
+                batch.experts[zero] = -1
+                self.unrecorded_rows += n
+        return batch
 
 
 def _batch(docs: list[Doc], L: int, k: int, WriteBatch: Any) -> Any:
@@ -211,11 +223,13 @@ def _batch(docs: list[Doc], L: int, k: int, WriteBatch: Any) -> Any:
     starts = np.repeat(np.cumsum(n) - n, n)
     tok_pos = (np.arange(N, dtype=np.int64) - starts).astype(np.int32)
     ids = np.concatenate([d.token_ids if d.token_ids is not None else np.full(d.n_tokens, -1) for d in docs])
-    experts = np.concatenate([d.experts for d in docs], axis=1) if docs else np.empty((L, 0, k), np.int16)
+    # docs may hold views of the engine's own arrays: the int16 copy happens here, batch by batch
+    experts = (np.concatenate([d.experts for d in docs], axis=1, dtype=np.int16, casting="same_kind") if docs
+               else np.empty((L, 0, k), np.int16))
     return WriteBatch(
         documents=[d.row() for d in docs], token_doc=tok_doc, token_pos=tok_pos,
         token_id=ids.astype(np.int32, copy=False), token_text=None,
-        route_doc=np.tile(tok_doc, L), route_pos=np.tile(tok_pos, L),
+        route_doc=np.tile(tok_doc.astype(np.int32), L), route_pos=np.tile(tok_pos, L),
         route_site=np.repeat(np.arange(L, dtype=np.int16), N),
         experts=experts.reshape(L * N, k), weights=np.empty((0, k), np.float32))
 
@@ -235,10 +249,15 @@ def logical_ids(raw: Any, *, what: str, num_experts: int | None, options: Import
         raise EngineFormatError(f"{what}: expected a [tokens, layers, top_k] array, got shape {tuple(ids.shape)}.")
     if not (np.issubdtype(ids.dtype, np.integer)):
         raise EngineFormatError(f"{what}: expert ids must be integers, got {ids.dtype}.")
-    ids = ids.astype(np.int64, copy=False)
     if layer_axis == 1:
         ids = ids.transpose(1, 0, 2)
     F = options.fused_shared_experts
+    if not F and options.physical_to_logical is None and not options.sentinels and num_experts is not None \
+            and ids.size and ids.dtype.itemsize <= 8:  # the common case, without an int64 copy
+        lo, hi = int(ids.min()), int(ids.max())
+        if hi < num_experts and lo >= -1:
+            return ids.astype(np.int16)
+    ids = ids.astype(np.int64, copy=False)
     if F:
         if ids.shape[2] <= F:
             raise EngineFormatError(f"{what}: {ids.shape[2]} slots cannot hold {F} fused shared experts and a routed one.")
@@ -288,14 +307,3 @@ def moe_layer_mask(docs_experts: Sequence[np.ndarray], num_layers: int, k: int) 
         mask |= filled.any(axis=1)
     return mask
 
-
-def unrecorded_zero_rows(experts: np.ndarray, k: int) -> tuple[np.ndarray, int]:
-    """``experts`` with rows of ``k >= 2`` zeros set to ``-1`` (an engine's zero fill), and their number."""
-    if k < 2 or not experts.size:
-        return experts, 0
-    zero = (experts == 0).all(axis=2)
-    n = int(zero.sum())
-    if n:
-        experts = experts.copy()
-        experts[zero] = -1
-    return experts, n

@@ -26,7 +26,6 @@ request's ``input_ids`` give the prompt tokens, consecutive records with the sam
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import os
@@ -42,10 +41,20 @@ from moelens.sources.base import ImportedRun, ImportOptions
 __all__ = ["from_responses", "read_sglang", "decode_routed_experts"]
 
 
+def _b64decode(payload: str) -> bytes:
+    """pybase64 (SIMD; SGLang itself encodes with it) when installed, else the standard library's
+    lenient decoder - a truncated or corrupted payload then fails the size checks instead."""
+    try:
+        import pybase64
+    except ImportError:
+        return binascii.a2b_base64(payload)
+    return pybase64.b64decode(payload, validate=True)
+
+
 def decode_routed_experts(payload: str, rows: int, top_k: int, what: str) -> np.ndarray:
     """``meta_info.routed_experts`` (base64 of int32) as ``[rows, layers, top_k]``."""
     try:
-        raw = base64.b64decode(payload, validate=True)
+        raw = _b64decode(payload)
     except (binascii.Error, ValueError, TypeError):
         raise EngineFormatError(f"{what}: routed_experts is not valid base64 (truncated or corrupted).") from None
     if len(raw) % 4:

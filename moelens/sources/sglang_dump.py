@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from moelens.errors import ConfigError, EngineFormatError
-from moelens.sources.base import Doc, ImportedRun, ImportOptions, RunSpec, logical_ids, moe_layer_mask
+from moelens.sources.base import Doc, ImportedRun, ImportOptions, RunSpec, logical_ids
 from moelens.sources.ranks import check_ranks, choose_ranks, equal_arrays, expand_paths
 
 __all__ = ["read_sglang_dump", "load_dump"]
@@ -215,7 +215,10 @@ def _per_token(by_rank: dict, kept: list[int], p2l: np.ndarray, E: int, options:
         width = want
     if width <= F:
         raise EngineFormatError("the per_token dump records no routed expert ids.")
+    trivial = p2l.shape[1] == E and bool((p2l == np.arange(E)).all())  # no redundant experts: ids are logical
+    mapped = options.replace(physical_to_logical=None if trivial else p2l)
     raw_docs: list[tuple[np.ndarray, np.ndarray, dict]] = []
+    routed = None  # [num_layers] bool: the layer recorded an expert (SGLang leaves dense layers at -1)
     for r, f, rec in records:
         ids = np.asarray(rec["input_ids"], dtype=np.int64)
         n = len(ids)
@@ -226,8 +229,16 @@ def _per_token(by_rank: dict, kept: list[int], p2l: np.ndarray, E: int, options:
             raise EngineFormatError(f"{what}: topk_ids_of_layer has {t.shape[1]} tokens, input_ids {n}.")
         if t.shape[0] != p2l.shape[0]:
             raise EngineFormatError(f"{what}: {t.shape[0]} layers, the physical-to-logical map {p2l.shape[0]}.")
-        experts = logical_ids(t[:, :, :width], what=what, num_experts=E,
-                              options=options.replace(physical_to_logical=p2l), layer_axis=0)
+        tw = t[:, :, :width]
+        fast = not (F or mapped.physical_to_logical is not None or mapped.sentinels) and tw.size
+        layer_max = tw.max(axis=(1, 2)) if fast else None
+        if fast and int(layer_max.max()) < E and int(tw.min()) >= -1:
+            experts = tw  # logical ids already: a view, converted to int16 while written
+        else:
+            experts = logical_ids(tw, what=what, num_experts=E, options=options.replace(physical_to_logical=p2l),
+                                  layer_axis=0)
+            layer_max = experts.max(axis=(1, 2)) if experts.size else np.full(experts.shape[0], -1)
+        routed = layer_max >= 0 if routed is None else routed | (layer_max >= 0)
         lens = rec.get("extend_seq_lens")
         lens = [1] * n if lens is None else [int(x) for x in lens]
         if sum(lens) != n:
@@ -251,15 +262,15 @@ def _per_token(by_rank: dict, kept: list[int], p2l: np.ndarray, E: int, options:
     if options.moe_layers is not None:
         layers = np.array(options.moe_layers, dtype=np.int64)
     else:
-        layers = np.flatnonzero(moe_layer_mask([e for e, _, _ in raw_docs], num_layers, k))
-    docs, unrecorded = [], 0
-    for i, (e, ids, meta) in enumerate(raw_docs):
-        experts = e[layers]  # SGLang fills unused slots and dense layers with -1 (no zero fill here)
-        unrecorded += int((experts < 0).all(axis=2).sum())
-        docs.append(Doc(i, np.ascontiguousarray(experts), ids, meta))
+        layers = np.flatnonzero(routed)
+        if not len(layers):
+            raise EngineFormatError("no layer of the per_token dump records an expert id.")
+    span = (slice(int(layers[0]), int(layers[-1]) + 1) if len(layers) and len(layers) == layers[-1] - layers[0] + 1
+            else layers)
+    docs = [Doc(i, e[span], ids, meta) for i, (e, ids, meta) in enumerate(raw_docs)]
     spec = RunSpec(kind="sglang-dump", num_experts=E, top_k=k, layers=tuple(int(x) for x in layers),
                    num_layers=num_layers, dataset=dataset, model=options.model, token_ids=True,
-                   engine={**engine, "options": options.described(), "unrecorded_rows": unrecorded,
+                   engine={**engine, "options": options.described(),
                            "slots_recorded": width})
     return ImportedRun(spec, docs)
 

@@ -148,7 +148,11 @@ def write(run: ImportedRun, out: str | os.PathLike, *, run_id: str | None = None
                                 weights=spec.weights)
         try:
             routes = _write_rows(store, info, run, progress, TraceWriter)
-            store.set_status(run_id, "complete")
+            if run.zero_rows_unrecorded:  # counted while the batches were built
+                source = {**config["source"], "engine": {**spec.engine, "unrecorded_rows": run.unrecorded_rows}}
+                store.set_status(run_id, "complete", source=source)
+            else:
+                store.set_status(run_id, "complete")
         except BaseException:
             store.delete_run(run_id)
             raise
