@@ -15,7 +15,7 @@ import triton.language as tl
 
 from moelens.kernels._triton_common import next_pow2
 from moelens.kernels.backend import require_triton_device
-from moelens.kernels.stats import StatsTables, check_update
+from moelens.kernels.stats_tables import StatsTables, check_update
 
 __all__ = ["update_stats"]
 

@@ -21,7 +21,7 @@ _MODES = ("routes", "stats")
 _TXT_MODES = ("file", "line", "paragraph")
 
 # Options that change what is recorded: a resumed run must match them exactly.
-IDENTITY_FIELDS = ("model", "data", "split", "text_column", "txt_mode", "max_length", "max_docs",
+IDENTITY_FIELDS = ("model", "data", "split", "text_column", "txt_mode", "max_length", "stride", "max_docs",
                    "max_tokens", "dtype", "logits", "mode", "tokenizer", "revision", "layers")
 
 
@@ -36,8 +36,11 @@ class TraceConfig:
         out: DuckDB file to write (created if missing; runs accumulate in it).
         run_id: name of the run; default ``<model>:<data>``. Re-running with the same id resumes.
         batch_size: documents (windows) per forward pass.
-        max_length: tokens per window; longer documents are traced in consecutive windows and
-            positions stay absolute within the document.
+        max_length: tokens per window; longer documents are traced in windows and positions stay
+            absolute within the document.
+        stride: tokens between window starts (default ``max_length``: consecutive windows, no carried
+            context). With ``stride < max_length`` windows overlap and each records only its new
+            tokens, which then see at least ``max_length - stride`` tokens of earlier context.
         max_docs / max_tokens: stop after this many documents / about this many tokens.
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``...
         dtype: ``auto`` (float32 on CPU, the checkpoint's dtype on GPU) or an explicit dtype.
@@ -54,6 +57,7 @@ class TraceConfig:
     run_id: str | None = None
     batch_size: int = 8
     max_length: int = 512
+    stride: int | None = None
     max_docs: int | None = None
     max_tokens: int | None = None
     device: str = "auto"
@@ -79,6 +83,11 @@ class TraceConfig:
                 raise ConfigError(f"{name} must be a non-empty string.")
         _positive("batch_size", self.batch_size)
         _positive("max_length", self.max_length)
+        if self.stride is not None:
+            _positive("stride", self.stride)
+            if self.stride > self.max_length:
+                raise ConfigError(f"stride ({self.stride}) must not exceed max_length ({self.max_length}): every"
+                                  " token must fall in a window.")
         if self.max_docs is not None:
             _positive("max_docs", self.max_docs)
         if self.max_tokens is not None:

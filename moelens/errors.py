@@ -47,6 +47,18 @@ class CaptureError(MoelensError):
     """A router produced output that its adapter cannot read."""
 
 
+class MoelensWarning(UserWarning):
+    """Something works, but not the way moelens was tested; the message says what and why."""
+
+
+class GenericAdapterWarning(MoelensWarning):
+    """A model's family is not in the family table; the generic adapter captures it, verified."""
+
+
+class UntestedVersionWarning(MoelensWarning):
+    """A dependency (transformers) is outside the version range moelens was tested with."""
+
+
 # --- data -------------------------------------------------------------------------------------
 
 

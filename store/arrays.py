@@ -48,7 +48,11 @@ def regular_pages():
 @dataclass
 class RunRouting:
     """One run's routing as arrays. ``experts[l, t, r]`` is the rank-``r`` expert of token ``t`` at
-    ``layers[l]`` (``-1``: dropped, skipped, or not recorded); ``weights`` is aligned with it."""
+    ``layers[l]`` (``-1``: dropped, skipped, or not recorded); ``weights`` is aligned with it.
+
+    A looped layer (a router that runs several times per forward) has one slot per pass: its layer
+    appears once per pass in ``layers``, and ``passes`` (all 0 otherwise) tells the passes apart.
+    """
 
     run_id: str
     num_experts: int
@@ -62,6 +66,7 @@ class RunRouting:
     documents: Any  # polars DataFrame: doc_id, domain, language, n_tokens, source, meta
     config: dict[str, Any] = field(default_factory=dict)
     tokens: list[str | None] | None = None  # token text per token, when loaded
+    passes: np.ndarray | None = None  # [L] loop pass of each slot (None: no looped layer)
 
     @property
     def num_tokens(self) -> int:
@@ -140,11 +145,14 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
 
     info = store.require_run(run_id)
     con = store.con
-    sites = con.execute("SELECT site, layer, top_k FROM sites WHERE run_id = ? AND is_primary ORDER BY layer, site",
-                        [info.run_id]).fetchall()
+    sites = con.execute("SELECT site, layer, top_k, pass FROM sites WHERE run_id = ? AND is_primary"
+                        " ORDER BY layer, pass, site", [info.run_id]).fetchall()
     wanted = None if layers is None else {int(x) for x in layers}
     sites = [s for s in sites if wanted is None or s[1] in wanted]
-    layer_list = np.array(sorted({s[1] for s in sites}), dtype=np.int64)
+    slots = sorted({(int(s[1]), int(s[3] or 0)) for s in sites})  # one slot per (layer, loop pass)
+    slot_of = {slot: i for i, slot in enumerate(slots)}
+    layer_list = np.array([layer for layer, _ in slots], dtype=np.int64)
+    pass_list = np.array([p for _, p in slots], dtype=np.int64) if any(p for _, p in slots) else None
     doc_filter = ""
     if max_docs is not None:  # the first max_docs documents by doc_id, as a range the scans can prune on
         last = con.execute("SELECT doc_id FROM documents WHERE run_id = ? ORDER BY doc_id LIMIT 1 OFFSET ?",
@@ -172,15 +180,16 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
         if store.dataset is not None:  # a Parquet dataset holds the unpacked public view
             from moelens.store.dataset import load_unpacked
 
-            load_unpacked(con, info.run_id, [(int(np.searchsorted(layer_list, layer)), layer) for _, layer, _ in sites],
-                          index, experts, weight_arr, doc_filter)
+            load_unpacked(con, info.run_id, [(slot_of[(int(layer), int(p or 0))], layer, int(p or 0))
+                                             for _, layer, _, p in sites], index, experts, weight_arr, doc_filter)
         else:
             table = schema.route_table(info.run_key)
             e_cols, w_cols = schema.expert_columns(table_k), schema.weight_columns(table_k)
             cols = ", ".join(["doc_id", "pos", *e_cols, *(w_cols if weights else [])])
             params = None
-            queries = [(int(np.searchsorted(layer_list, layer)),
-                        f"SELECT {cols} FROM {table} WHERE site = {int(site)}{doc_filter}") for site, layer, _ in sites]
+            queries = [(slot_of[(int(layer), int(loop_pass or 0))],
+                        f"SELECT {cols} FROM {table} WHERE site = {int(site)}{doc_filter}")
+                       for site, layer, _, loop_pass in sites]
             # DuckDB reads the next layer (in a thread, on its own cursor) while numpy places this one
             with ThreadPoolExecutor(max_workers=1) as pool, contextlib.closing(con.cursor()) as cursor:
                 pending = pool.submit(fetch_arrow, cursor, queries[0][1], params)
@@ -203,8 +212,8 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
                         _place(weight_arr[li], tok, w if complete else w[keep])
     token_list = toks.column("token").to_pylist() if token_text else None
     token_ids = toks.column("token_id").fill_null(-1).to_numpy().astype(np.int32)  # -1: no id recorded
-    return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos, token_ids, experts, weight_arr, documents,
-                      info.config, token_list)
+    return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos, token_ids, experts, weight_arr,
+                      documents, info.config, token_list, pass_list)
 
 
 def load_logits(db: str | os.PathLike | Store, routing: RunRouting, layer: int) -> np.ndarray:

@@ -5,7 +5,8 @@ Layout (``docs/engines.md``, "Parquet datasets")::
     DIR/_moelens.json                                   manifest: format, schema version, views, runs
     DIR/<view>/run_id=<id>/[layer=<n>/]<file>.parquet   one folder per view
 
-``runs``, ``sites``, ``documents`` and ``tokens`` are partitioned by ``run_id``; ``routes``,
+``runs``, ``sites``, ``documents`` and ``tokens`` are partitioned by ``run_id``; ``routes`` (the
+public view plus ``pass``, the loop pass of looped layers, 0 otherwise),
 ``router_logits``, ``router_confidence`` and the ``stats_*`` views by ``run_id`` and ``layer``.
 Partition values are URL-encoded in folder names (``run_id=moelens-mini%3Aeval``) and are not
 repeated inside the files; read them with hive partitioning, ``run_id`` as a string and ``layer``
@@ -37,6 +38,9 @@ VIEWS = {"runs": ("run_id",), "sites": ("run_id",), "documents": ("run_id",), "t
          "routes": ("run_id", "layer"), "router_logits": ("run_id", "layer"), "router_confidence": ("run_id", "layer"),
          "stats_expert_counts": ("run_id", "layer"), "stats_coactivation": ("run_id", "layer"),
          "stats_entropy": ("run_id", "layer"), "stats_tokens": ("run_id", "layer")}
+# what each folder holds: the public view, except that routes keeps the loop pass of looped layers
+_SOURCE = {"routes": "(SELECT run_id, doc_id, pos, layer, rank, expert, weight, pass FROM routes_all WHERE is_primary)"}
+READABLE = (2, 3)  # dataset schema versions this moelens opens (the manifest lists each view's columns)
 _ORDER = {"routes": "doc_id, pos, rank", "tokens": "doc_id, pos", "documents": "doc_id", "router_logits": "doc_id, pos",
           "router_confidence": "doc_id, pos"}
 
@@ -74,16 +78,17 @@ def export_dataset(db: str | os.PathLike, out_dir: str | os.PathLike, *, run_id:
         runs_meta = dict((manifest or {}).get("runs", {}))
         where = f"run_id IN ({', '.join(_quote(r) for r in run_ids)})"
         for view, parts in VIEWS.items():
-            columns = store.con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
+            source = _SOURCE.get(view, view)
+            columns = store.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
             views.setdefault(view, {"partition_by": list(parts), "columns": [[c[0], c[1]] for c in columns]})
-            count = store.con.execute(f"SELECT count(*) FROM {view} WHERE {where}").fetchone()[0]
+            count = store.con.execute(f"SELECT count(*) FROM {source} WHERE {where}").fetchone()[0]
             if not count:
                 continue
             (out / view).mkdir(exist_ok=True)
             order = f" ORDER BY {', '.join(parts)}, {_ORDER[view]}" if view in _ORDER else ""
             append = ", APPEND" if any((out / view).iterdir()) else ""
             target = str(out / view).replace("'", "''")
-            store.con.execute(f"COPY (SELECT * FROM {view} WHERE {where}{order}) TO '{target}' "
+            store.con.execute(f"COPY (SELECT * FROM {source} WHERE {where}{order}) TO '{target}' "
                               f"(FORMAT parquet, PARTITION_BY ({', '.join(parts)}){append})")
             written[view] = int(count)
         for rid in run_ids:
@@ -107,9 +112,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
                          "`moelens export DB --parquet DIR`.") from None
     if manifest.get("format") != FORMAT:
         raise StoreError(f"{path}/{MANIFEST} is not a {FORMAT} manifest.")
-    if manifest.get("schema_version") not in schema.READABLE_VERSIONS:
+    if manifest.get("schema_version") not in READABLE:
         raise SchemaVersionError(f"{path} holds moelens schema version {manifest.get('schema_version')}; this moelens "
-                                 f"reads {', '.join(str(v) for v in schema.READABLE_VERSIONS)}.")
+                                 f"reads datasets of versions {', '.join(str(v) for v in READABLE)}.")
     return manifest
 
 
@@ -139,22 +144,24 @@ def open_dataset(con: Any, path: str | os.PathLike) -> dict[str, Any]:
         if width:
             con.execute(f"CREATE VIEW {schema.logits_table(key)} AS SELECT l.doc_id::INTEGER AS doc_id, l.pos, s.site, "
                         f"l.logits::FLOAT[{int(width)}] AS logits FROM router_logits l JOIN sites s ON s.run_id = "
-                        f"l.run_id AND s.layer = l.layer AND s.is_primary WHERE l.run_id = {_quote(run_id)}")
+                        f"l.run_id AND s.layer = l.layer AND s.is_primary AND coalesce(s.pass, 0) = 0 "
+                        f"WHERE l.run_id = {_quote(run_id)}")
     return manifest
 
 
-def load_unpacked(con: Any, run_id: str, layers: list[tuple[int, int]], index: Any, experts: Any, weights: Any,
+def load_unpacked(con: Any, run_id: str, slots: list[tuple[int, int, int]], index: Any, experts: Any, weights: Any,
                   doc_filter: str) -> None:
     """Fill ``experts[li]`` (and ``weights[li]``) from the unpacked ``routes`` rows of a dataset;
-    ``layers`` holds ``(li, layer)`` pairs and ``index`` maps (doc_id, pos) to token rows."""
+    ``slots`` holds ``(li, layer, pass)`` and ``index`` maps (doc_id, pos) to token rows."""
     import numpy as np
 
     from moelens.store.db import fetch_arrow
 
     k = experts.shape[2]
-    for li, layer in layers:
+    for li, layer, loop_pass in slots:
         part = fetch_arrow(con, "SELECT doc_id, pos, rank, expert, weight FROM routes WHERE run_id = $run AND "
-                           f"layer = $layer{doc_filter}", {"run": run_id, "layer": int(layer)})
+                           f"layer = $layer AND coalesce(pass, 0) = $pass{doc_filter}",
+                           {"run": run_id, "layer": int(layer), "pass": int(loop_pass)})
         if not part.num_rows:
             continue
         tok = index(part.column("doc_id").to_numpy().astype(np.int64), part.column("pos").to_numpy().astype(np.int64))

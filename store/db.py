@@ -84,12 +84,17 @@ class Store:
         path: database file; created (with the schema) unless ``read_only``.
         read_only: open without write access (several readers may share the file).
         connection: use this DuckDB connection instead of opening ``path`` (tests, notebooks).
+        upgrade: bring a database of an older schema version to the current one (in place, one
+            transaction; see :data:`moelens.store.schema.MIGRATIONS`). Without it an older
+            database raises :class:`SchemaVersionError` naming the command that upgrades it.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, read_only: bool = False,
-                 connection: duckdb.DuckDBPyConnection | None = None) -> None:
+                 connection: duckdb.DuckDBPyConnection | None = None, upgrade: bool = False) -> None:
         self.path = str(path) if path is not None else ":memory:"
         self.read_only = read_only
+        self.upgrade = upgrade and not read_only
+        self.upgraded_from: int | None = None
         self.dataset: dict[str, Any] | None = None  # the manifest, when ``path`` is a Parquet dataset folder
         if connection is None and path is not None and Path(path).is_dir():
             self._open_dataset(path)
@@ -120,7 +125,6 @@ class Store:
         except BaseException:
             self.close()
             raise
-        self.schema_version = int(self.dataset["schema_version"])
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -142,12 +146,19 @@ class Store:
         if "moelens_meta" in tables:
             row = self.con.execute("SELECT value FROM moelens_meta WHERE key = 'schema_version'").fetchone()
             found = int(row[0]) if row else -1
-            self.schema_version = found
-            if found not in schema.READABLE_VERSIONS:
+            if found == schema.SCHEMA_VERSION:
+                return
+            if found in schema.MIGRATIONS and self.upgrade:
+                self._upgrade(found)
+                return
+            if found in schema.MIGRATIONS:
                 raise SchemaVersionError(
-                    f"{self.path} has moelens schema version {found} but this moelens ({__version__}) reads version"
-                    f" {schema.SCHEMA_VERSION}; trace into a new file or open it with the moelens that wrote it.")
-            return
+                    f"{self.path} has moelens schema version {found}; this moelens ({__version__}) reads version"
+                    f" {schema.SCHEMA_VERSION}. Upgrade it in place with `moelens upgrade {self.path}`"
+                    " (keeps every run; older moelens versions cannot read it afterwards).")
+            raise SchemaVersionError(
+                f"{self.path} has moelens schema version {found} but this moelens ({__version__}) reads version"
+                f" {schema.SCHEMA_VERSION}; trace into a new file or open it with the moelens that wrote it.")
         if tables:
             raise StoreError(f"{self.path} is a DuckDB database but not a moelens trace database"
                              f" (it has tables {sorted(tables)[:3]}...); choose another --out file.")
@@ -158,9 +169,26 @@ class Store:
             self.con.execute(ddl)
         self.con.execute("INSERT INTO moelens_meta VALUES ('schema_version', ?), ('created_by', ?)",
                          [str(schema.SCHEMA_VERSION), f"moelens {__version__}"])
-        self.schema_version = schema.SCHEMA_VERSION
         self._refresh_views()
         self.con.execute("COMMIT")
+
+    def _upgrade(self, found: int) -> None:
+        """Apply every migration from ``found`` to the current version in one transaction."""
+        self.con.execute("BEGIN")
+        try:
+            for version in range(found, schema.SCHEMA_VERSION):
+                for statement in schema.MIGRATIONS[version]:
+                    self.con.execute(statement)
+            for ddl in schema.BASE_DDL:  # views and macros of the current version
+                self.con.execute(ddl)
+            self.con.execute("UPDATE moelens_meta SET value = ? WHERE key = 'schema_version'",
+                             [str(schema.SCHEMA_VERSION)])
+            self._refresh_views()
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.upgraded_from = found
 
     # -- runs -------------------------------------------------------------------------------
     def run_ids(self) -> list[str]:
@@ -176,7 +204,7 @@ class Store:
                        self._has_weight_words(int(row[1]), row[0]))
 
     def _has_weight_words(self, run_key: int, run_id: str | None = None) -> bool:
-        """Whether the run's route table stores gate weights (schema version 2 allows tables without)."""
+        """Whether the run's route table stores gate weights (schema version 3 allows tables without)."""
         if self.dataset is not None:
             return bool(self.dataset["runs"].get(run_id, {}).get("weights", True))
         return bool(self.con.execute(
@@ -205,7 +233,7 @@ class Store:
         """Create the run's rows, its physical tables and refresh the views (one transaction).
 
         ``weights=False`` creates a route table without weight words: the source records no gate
-        weights and the views show ``weight`` NULL (marks a version 1 file as version 2).
+        weights and the views show ``weight`` NULL (schema version 3).
         """
         key_row = self.con.execute("SELECT coalesce(max(run_key), 0) + 1 FROM runs").fetchone()
         run_key = int(key_row[0])
@@ -220,14 +248,11 @@ class Store:
                  plan_meta["scoring"], dataset, "running", datetime.now(timezone.utc).replace(tzinfo=None),
                  __version__, schema.SCHEMA_VERSION, json.dumps(full_config)])
             for site in plan_meta["sites"]:
-                self.con.execute("INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                self.con.execute("INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  [run_id, site["site"], site["layer"], site["tag"], site["path"],
-                                  site["primary"], site["num_experts"], site["top_k"]])
+                                  site["primary"], site["num_experts"], site["top_k"], site.get("pass", 0)])
             max_k = max(s["top_k"] for s in plan_meta["sites"])
             self.con.execute(schema.route_table_ddl(run_key, max_k, weights))
-            if not weights and getattr(self, "schema_version", schema.SCHEMA_VERSION) < 2:
-                self.con.execute("UPDATE moelens_meta SET value = '2' WHERE key = 'schema_version'")
-                self.schema_version = 2
             if logits_width:
                 self.con.execute(schema.logits_table_ddl(run_key, logits_width))
             if confidence:

@@ -1,5 +1,5 @@
-"""Schema version 2: runs without gate weights (weight NULL in the views), unknown token ids as NULL,
-and version 1 files still open (marked version 2 only when such a run is written into them)."""
+"""Schema version 3: runs without gate weights (weight NULL in the views), unknown token ids as NULL;
+version 2 files upgrade in place without changing a table."""
 
 from __future__ import annotations
 
@@ -54,17 +54,35 @@ def test_weightless_run_has_null_weights_and_exact_ids(tmp_path):
     con.close()
 
 
-def test_version_1_files_open_and_are_marked_2_only_by_a_weightless_run(tmp_path):
-    path = tmp_path / "v1.duckdb"
+def test_version_2_files_upgrade_to_3_and_keep_their_runs(tmp_path):
+    """Version 3 only adds weightless route tables for new runs: the migration from 2 changes no
+    table, and runs written before read back unchanged."""
+    from moelens.errors import SchemaVersionError
+    from moelens.store.schema import MIGRATIONS
+
+    assert SCHEMA_VERSION == 3 and MIGRATIONS[2] == []
+    path = tmp_path / "v2.duckdb"
     with Store(path) as store:
         _write(store, "old", weights=True)
-        store.con.execute("UPDATE moelens_meta SET value = '1' WHERE key = 'schema_version'")
-    assert SCHEMA_VERSION == 2
-    with Store(path, read_only=True) as store:  # version 1 reads as is
-        assert store.schema_version == 1 and store.get_run("old").weights
-    with Store(path) as store:
-        _write(store, "traced", weights=True)  # a run with weights keeps the file readable by version-1 moelens
-        assert store.con.execute("SELECT value FROM moelens_meta WHERE key = 'schema_version'").fetchone() == ("1",)
+        store.con.execute("UPDATE moelens_meta SET value = '2' WHERE key = 'schema_version'")
+    before = load_routing(store_path(path), "old")
+    with pytest.raises(SchemaVersionError, match="moelens upgrade"):
+        Store(path)
+    with Store(path, upgrade=True) as store:
+        assert store.upgraded_from == 2
         _write(store, "imported", weights=False)
-        assert store.con.execute("SELECT value FROM moelens_meta WHERE key = 'schema_version'").fetchone() == ("2",)
-    assert load_routing(str(path), "old").weights is not None
+        assert store.get_run("old").weights and not store.get_run("imported").weights
+    after = load_routing(str(path), "old")
+    assert np.array_equal(after.experts, before.experts) and np.array_equal(after.weights, before.weights)
+
+
+def store_path(path):
+    """A copy of a version-2 file marked 3, to read the run the way it was written (oracle)."""
+    import shutil
+
+    copy = path.with_name("copy.duckdb")
+    shutil.copyfile(path, copy)
+    con = duckdb.connect(str(copy))
+    con.execute("UPDATE moelens_meta SET value = '3' WHERE key = 'schema_version'")
+    con.close()
+    return str(copy)

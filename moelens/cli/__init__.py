@@ -23,6 +23,7 @@ COMMANDS = {
     "compare": "compare",
     "export": "export",
     "families": "families",
+    "upgrade": "upgrade",
 }
 
 

@@ -7,6 +7,7 @@ import argparse
 EXAMPLES = """examples:
   moelens trace moelens-mini data.jsonl --out runs.duckdb
   moelens trace ./my-olmoe-folder corpus/ --out runs.duckdb --max-length 1024 --batch-size 4
+  moelens trace moelens-mini long-docs.jsonl --out runs.duckdb --max-length 512 --stride 256
   moelens trace moelens-mini data.parquet --out runs.duckdb --text-column body --max-docs 500
   moelens trace org/model-id org/dataset-id --split validation --out runs.duckdb --device cuda
 
@@ -36,6 +37,8 @@ def add_parser(sub, formatter) -> None:
     p.add_argument("--run-id", help="run name (default: MODEL:DATA); the same id resumes")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument("--max-length", type=int, default=512, help="tokens per window (long documents are windowed)")
+    p.add_argument("--stride", type=int, help="tokens between window starts (default: --max-length, no overlap);"
+                   " smaller values carry max-length - stride tokens of context into each window")
     p.add_argument("--max-docs", type=int, help="trace only the first N documents")
     p.add_argument("--max-tokens", type=int, help="stop after about N tokens")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TraceConfig(
         model=args.model, data=args.data, out=args.out, run_id=args.run_id, batch_size=args.batch_size,
-        max_length=args.max_length, max_docs=args.max_docs, max_tokens=args.max_tokens, device=args.device,
+        max_length=args.max_length, stride=args.stride, max_docs=args.max_docs, max_tokens=args.max_tokens, device=args.device,
         dtype=args.dtype, logits=args.logits, backend=args.backend, capture=args.capture, mode=args.mode,
         split=args.split, text_column=args.text_column, txt_mode=args.txt_mode, tokenizer=args.tokenizer,
         revision=args.revision, layers=args.layers, remote=args.remote, verify=args.verify,
