@@ -178,9 +178,7 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
         table_k = max(int(s[2]) for s in store.con.execute(
             "SELECT site, layer, top_k FROM sites WHERE run_id = ?", [info.run_id]).fetchall())
         if store.dataset is not None:  # a Parquet dataset holds the unpacked public view
-            from moelens.store.dataset import load_unpacked
-
-            load_unpacked(con, info.run_id, [(slot_of[(int(layer), int(p or 0))], layer, int(p or 0))
+            _load_unpacked(con, info.run_id, [(slot_of[(int(layer), int(p or 0))], layer, int(p or 0))
                                              for _, layer, _, p in sites], index, experts, weight_arr, doc_filter)
         else:
             table = schema.route_table(info.run_key)
@@ -214,6 +212,27 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
     token_ids = toks.column("token_id").fill_null(-1).to_numpy().astype(np.int32)  # -1: no id recorded
     return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos, token_ids, experts, weight_arr,
                       documents, info.config, token_list, pass_list)
+
+
+def _load_unpacked(con: Any, run_id: str, slots: list[tuple[int, int, int]], index: Any, experts: Any, weights: Any,
+                  doc_filter: str) -> None:
+    """Fill ``experts[li]`` (and ``weights[li]``) from the unpacked ``routes`` rows of a dataset;
+    ``slots`` holds ``(li, layer, pass)`` and ``index`` maps (doc_id, pos) to token rows."""
+    k = experts.shape[2]
+    for li, layer, loop_pass in slots:
+        part = fetch_arrow(con, "SELECT doc_id, pos, rank, expert, weight FROM routes WHERE run_id = $run AND "
+                           f"layer = $layer AND coalesce(pass, 0) = $pass{doc_filter}",
+                           {"run": run_id, "layer": int(layer), "pass": int(loop_pass)})
+        if not part.num_rows:
+            continue
+        tok = index(part.column("doc_id").to_numpy().astype(np.int64), part.column("pos").to_numpy().astype(np.int64))
+        rank = part.column("rank").to_numpy().astype(np.int64)
+        keep = (tok >= 0) & (rank >= 0) & (rank < k)
+        expert = part.column("expert").fill_null(-1).to_numpy().astype(np.int16)
+        experts[li, tok[keep], rank[keep]] = expert[keep]
+        if weights is not None:
+            weight = part.column("weight").fill_null(0.0).to_numpy().astype(np.float32)
+            weights[li, tok[keep], rank[keep]] = weight[keep]
 
 
 def load_logits(db: str | os.PathLike | Store, routing: RunRouting, layer: int) -> np.ndarray:

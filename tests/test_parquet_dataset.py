@@ -66,7 +66,7 @@ def test_export_layout_and_reports_equal(db, tmp_path):
     ds = tmp_path / "ds"
     assert main(["export", str(db), "--parquet", str(ds)]) == 0
     manifest = json.loads((ds / "_moelens.json").read_text())
-    assert manifest["format"] == "moelens.dataset/1" and manifest["schema_version"] == 2
+    assert manifest["format"] == "moelens.dataset/1" and manifest["schema_version"] == 3
     assert manifest["runs"]["vllm/served 1"]["weights"] is False and manifest["runs"]["mini:docs"]["logits_width"] == 8
     for run in ("mini:docs", "vllm/served 1"):
         for layer in (1, 2, 3):
@@ -111,7 +111,7 @@ def test_open_a_dataset_and_add_runs(db, tmp_path):
     assert main(["export", str(db), "--parquet", str(ds), "--run", "mini:docs"]) == 0
     assert main(["export", str(db), "--parquet", str(ds), "--run", "trt"]) == 0  # a second run joins the dataset
     with pytest.raises(StoreError, match="already in the dataset"):
-        from moelens.store.dataset import export_dataset
+        from moelens.store.parquet import export_dataset
 
         export_dataset(db, ds, run_id="trt")
     with moelens.open(ds) as a, moelens.open(db) as b:

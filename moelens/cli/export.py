@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.parquet and not args.site and not args.placement_for:
         raise ConfigError("say what to export: --parquet DIR, --site DIR and/or --placement-for ENGINE.")
     if args.parquet:
-        from moelens.store.dataset import export_dataset
+        from moelens.store.parquet import export_dataset
 
         written = export_dataset(args.db, args.parquet, run_id=args.run)
         for name, rows in written.items():
