@@ -21,11 +21,11 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from moelens.sources.base import SOURCE_KINDS, Doc, ImportedRun, ImportOptions, RunSpec
+from moelens.sources.base import SOURCE_KINDS, Doc, ImportedRun, ImportOptions, ImportSpec
 from moelens.sources.write import ImportSummary, write
 
 __all__ = ["read", "write", "import_routing", "from_vllm", "from_sglang", "dump_vllm", "ImportOptions",
-           "ImportedRun", "ImportSummary", "RunSpec", "Doc", "SOURCE_KINDS"]
+           "ImportedRun", "ImportSummary", "ImportSpec", "Doc", "SOURCE_KINDS"]
 
 
 def _options(options: ImportOptions | None, values: dict[str, Any]) -> ImportOptions:

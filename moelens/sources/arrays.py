@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from moelens.errors import ConfigError, EngineFormatError
-from moelens.sources.base import Doc, ImportedRun, ImportOptions, RunSpec, logical_ids, moe_layer_mask
+from moelens.sources.base import Doc, ImportedRun, ImportOptions, ImportSpec, logical_ids, moe_layer_mask
 
 __all__ = ["Request", "assemble"]
 
@@ -92,7 +92,7 @@ def assemble(kind: str, requests: list[Request], options: ImportOptions, *, data
     docs = [Doc(i, ids[span], None if req.token_ids is None else np.asarray(req.token_ids, dtype=np.int64),
                 dict(req.meta)) for i, (req, ids) in enumerate(zip(requests, converted))]
     has_ids = all(d.token_ids is not None and bool((d.token_ids >= 0).all()) for d in docs)
-    spec = RunSpec(kind=kind, num_experts=E, top_k=k, layers=tuple(int(x) for x in layers), num_layers=num_layers,
+    spec = ImportSpec(kind=kind, num_experts=E, top_k=k, layers=tuple(int(x) for x in layers), num_layers=num_layers,
                    dataset=dataset, model=options.model, token_ids=has_ids,
                    engine={**engine, "options": options.described(),
                            "dense_layers": sorted(set(range(num_layers)) - set(int(x) for x in layers))})

@@ -1,7 +1,7 @@
 """The boundary between an engine reader and the store: run metadata plus per-document routing.
 
 A reader turns an engine's files or objects into an :class:`ImportedRun`: a frozen
-:class:`RunSpec` (experts, k, MoE layers, what the source lacks, the engine's options) and either
+:class:`ImportSpec` (experts, k, MoE layers, what the source lacks, the engine's options) and either
 per-token :class:`Doc` objects or per-layer expert counts (counts-only dumps). Everything is
 validated while the run is built, so a bad input raises before anything is written;
 :mod:`moelens.sources.write` then stores the run through the same writer as a trace
@@ -23,7 +23,7 @@ import numpy as np
 
 from moelens.errors import ConfigError, EngineFormatError
 
-__all__ = ["ImportOptions", "RunSpec", "Doc", "ImportedRun", "logical_ids", "moe_layer_mask", "parse_layers",
+__all__ = ["ImportOptions", "ImportSpec", "Doc", "ImportedRun", "logical_ids", "moe_layer_mask", "parse_layers",
            "SOURCE_KINDS"]
 
 SOURCE_KINDS = ("vllm", "sglang", "sglang-dump", "megatron", "trtllm")
@@ -119,7 +119,7 @@ class ImportOptions:
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class ImportSpec:
     """What an imported run is: written to ``runs`` and ``runs.config.source`` (contract 1)."""
 
     kind: str
@@ -175,7 +175,7 @@ class Doc:
 class ImportedRun:
     """A validated import, ready to write: per-token documents or per-layer counts."""
 
-    spec: RunSpec
+    spec: ImportSpec
     docs: list[Doc] = field(default_factory=list)
     counts: np.ndarray | None = None  # [L, E] int64, counts-only runs
     layer_tokens: np.ndarray | None = None  # [L] tokens per layer, counts-only runs

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from moelens.errors import ConfigError, EngineFormatError
-from moelens.sources.base import Doc, ImportedRun, ImportOptions, RunSpec, logical_ids
+from moelens.sources.base import Doc, ImportedRun, ImportOptions, ImportSpec, logical_ids
 from moelens.sources.ranks import check_ranks, choose_ranks, equal_arrays, expand_paths, rank_of
 
 __all__ = ["read_megatron"]
@@ -163,7 +163,7 @@ def read_megatron(paths: list[str | os.PathLike], options: ImportOptions) -> Imp
             for b in range(B):
                 docs.append(Doc(len(docs), np.ascontiguousarray(full[:, b::B]), None,
                                 {"rank": r, "engine": {"step": step, "micro_batch": micro, "sequence": b}}))
-    spec = RunSpec(kind="megatron", num_experts=E, top_k=k, layers=tuple(layers), num_layers=max(layers) + 1,
+    spec = ImportSpec(kind="megatron", num_experts=E, top_k=k, layers=tuple(layers), num_layers=max(layers) + 1,
                    dataset=",".join(f.name for f in files), model=options.model, token_ids=False,
                    engine={"format": "RouterTracer JSONL", "ranks": ranks, "rank_mode": rank_mode,
                            "mtp_records_skipped": mtp, "slot_order": "as recorded (ascending expert id when the "

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from moelens.errors import ConfigError, EngineFormatError
-from moelens.sources.base import Doc, ImportedRun, ImportOptions, RunSpec, logical_ids
+from moelens.sources.base import Doc, ImportedRun, ImportOptions, ImportSpec, logical_ids
 from moelens.sources.ranks import check_ranks, choose_ranks, equal_arrays, expand_paths
 
 __all__ = ["read_sglang_dump", "load_dump"]
@@ -118,7 +118,7 @@ def _counts_run(counts: np.ndarray, docs: list[tuple[Path, np.ndarray, dict]], o
     for i, (f, c, meta) in enumerate(docs):
         rows.append({"doc_id": i, "domain": None, "language": None, "source": f.name,
                      "n_tokens": int(c[layers].sum(1).max() // k) if len(layers) else 0, "meta": meta})
-    spec = RunSpec(kind=kind, num_experts=E, top_k=k, layers=tuple(int(x) for x in layers), num_layers=num_layers,
+    spec = ImportSpec(kind=kind, num_experts=E, top_k=k, layers=tuple(int(x) for x in layers), num_layers=num_layers,
                    dataset=dataset, model=options.model, token_ids=False, per_token=False,
                    engine={**engine, "options": options.described()})
     sel = counts[layers]
@@ -268,7 +268,7 @@ def _per_token(by_rank: dict, kept: list[int], p2l: np.ndarray, E: int, options:
     span = (slice(int(layers[0]), int(layers[-1]) + 1) if len(layers) and len(layers) == layers[-1] - layers[0] + 1
             else layers)
     docs = [Doc(i, e[span], ids, meta) for i, (e, ids, meta) in enumerate(raw_docs)]
-    spec = RunSpec(kind="sglang-dump", num_experts=E, top_k=k, layers=tuple(int(x) for x in layers),
+    spec = ImportSpec(kind="sglang-dump", num_experts=E, top_k=k, layers=tuple(int(x) for x in layers),
                    num_layers=num_layers, dataset=dataset, model=options.model, token_ids=True,
                    engine={**engine, "options": options.described(),
                            "slots_recorded": width})
