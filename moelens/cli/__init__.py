@@ -24,6 +24,7 @@ COMMANDS = {
     "export": "export",
     "families": "families",
     "upgrade": "upgrade",
+    "merge": "merge",
 }
 
 

@@ -1,4 +1,8 @@
-"""Import routing that serving and training engines recorded: vLLM, SGLang, Megatron-Core, TensorRT-LLM.
+"""Sources of routing other than a running transformers model, all feeding the same schema.
+
+:mod:`moelens.sources.merge` joins the shards of a data-parallel trace (a source for
+:func:`moelens.pipeline.run.run_source`). The engine importers read the routing that serving and
+training engines recorded: vLLM, SGLang, Megatron-Core, TensorRT-LLM.
 
 Each engine has a reader that checks its files or objects against what the engine writes
 (module docstrings cite the engine source each follows) and returns an :class:`ImportedRun`;
