@@ -23,13 +23,10 @@ ALLOWED = {
     "store": BASE | {"moelens.store"},
     "analysis": BASE | {"moelens.store", "moelens.analysis"},
     "viz": BASE | {"moelens.store", "moelens.analysis", "moelens.viz", "moelens.web"},
-    # importers: engine files in, store rows out (torch only to read SGLang's .pt dumps)
-    "sources": BASE | {"moelens.store", "moelens.sources", "moelens.progress"},
 }
 NO_TORCH = {"embedded", "store", "analysis", "viz"}
 SOURCES = {"embedded": ROOT / "moelens/embedded", "models": ROOT / "moelens/models", "hooks": ROOT / "hooks", "kernels": ROOT / "kernels",
-           "store": ROOT / "store", "analysis": ROOT / "moelens/analysis", "viz": ROOT / "moelens/viz",
-           "sources": ROOT / "moelens/sources"}
+           "store": ROOT / "store", "analysis": ROOT / "moelens/analysis", "viz": ROOT / "moelens/viz"}
 
 
 def _imports(path: Path) -> set[str]:
