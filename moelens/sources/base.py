@@ -229,7 +229,7 @@ def _batch(docs: list[Doc], L: int, k: int, WriteBatch: Any) -> Any:
     return WriteBatch(
         documents=[d.row() for d in docs], token_doc=tok_doc, token_pos=tok_pos,
         token_id=ids.astype(np.int32, copy=False), token_text=None,
-        route_doc=np.tile(tok_doc.astype(np.int32), L), route_pos=np.tile(tok_pos, L),
+        route_doc=np.tile(tok_doc, L), route_pos=np.tile(tok_pos, L),
         route_site=np.repeat(np.arange(L, dtype=np.int16), N),
         experts=experts.reshape(L * N, k), weights=np.empty((0, k), np.float32))
 

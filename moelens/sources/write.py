@@ -1,25 +1,26 @@
 """Store an :class:`~moelens.sources.base.ImportedRun`: the run, its documents, labels and routing.
 
-The order of work keeps a bad input from touching the database: the run was validated when it
-was read, the documents file is read and matched here before the database is opened, an
-existing database is first opened read-only to check the run id. Only then is the run created
-(``Store.create_run``, gate-weight columns only if the source has weights) and written through
-the trace writer (:class:`moelens.store.TraceWriter`); counts-only runs go to the ``_stats_*``
-tables as a stats-mode run. A failure while writing removes the partial run.
+:class:`ImportSource` hands an import to the same run loop as a trace
+(:func:`moelens.pipeline.run.run_source`): the run was validated when it was read, the documents
+file is read and matched in ``prepare`` before the database is opened, and the run's identity (the
+engine, the input, E, k and layers) is checked against an existing run of the same id. Only then is
+the run created (gate-weight columns only if the source has weights) and written through the trace
+writer; counts-only runs go to the ``_stats_*`` tables as a stats-mode run. An interrupted import
+keeps what it committed and resumes like a trace.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from moelens.errors import ConfigError, DataError, DataNotFoundError, RunMismatchError
+from moelens.errors import ConfigError, DataError, DataNotFoundError
+from moelens.pipeline.types import RunSpec
 from moelens.sources.base import ImportedRun
 
 __all__ = ["write", "ImportSummary", "read_documents", "apply_documents"]
@@ -105,80 +106,83 @@ def _default_run_id(run: ImportedRun) -> str:
     return f"{run.spec.kind}:{stem}"
 
 
-def _check_target(out: str, run_id: str, overwrite: bool) -> bool:
-    """Whether ``run_id`` must be replaced; raises if it exists and ``overwrite`` is off (read-only look)."""
-    if not Path(out).exists():
-        return False
-    from moelens.store import Store
+class ImportSource:
+    """An :class:`ImportedRun` as a source of :func:`moelens.pipeline.run.run_source`.
 
-    with Store(out, read_only=True) as store:
-        if store.get_run(run_id) is None:
-            return False
-    if not overwrite:
-        raise RunMismatchError(f"run {run_id!r} is already in {out}; choose another --run-id or pass --overwrite.")
-    return True
+    Its batches are deterministic (documents in order, grouped the same way each time), so a resumed
+    import skips the batches already committed and never writes a row twice.
+    """
+
+    def __init__(self, run: ImportedRun, labels: list[dict[str, Any]] | None = None) -> None:
+        self.run, self.labels = run, labels
+        self.kind = run.spec.kind
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        spec = self.run.spec
+        return {"mode": "routes" if spec.per_token else "stats", "source": spec.kind, "dataset": spec.dataset,
+                "num_experts": spec.num_experts, "top_k": spec.top_k, "layers": list(spec.layers)}
+
+    def prepare(self) -> RunSpec:
+        if self.labels is not None:
+            apply_documents(self.run, self.labels)
+        spec = self.run.spec
+        return RunSpec(model=spec.model or spec.kind, dataset=spec.dataset, dtype=None, revision=None,
+                       plan_meta=spec.plan_meta(), table_k=spec.top_k, weights=spec.weights,
+                       config={"source": spec.source(),
+                               "import": {"dataset": spec.dataset, "moelens": "moelens.sources"}})
+
+    @property
+    def total(self) -> int:
+        return len(self.run.docs) if self.run.spec.per_token else len(self.run.count_documents)
+
+    @property
+    def notes(self) -> list[str]:
+        n = self.run.unrecorded_rows
+        return [f"{n:,} token rows of an MoE layer held only zeros (the engine's fill): stored as not recorded"] if n \
+            else []
+
+    def final_config(self) -> dict[str, Any]:
+        if not self.run.zero_rows_unrecorded:
+            return {}
+        source = self.run.spec.source()
+        return {"source": {**source, "engine": {**source["engine"], "unrecorded_rows": self.run.unrecorded_rows}}}
+
+    def stream(self, done: set[int], done_tokens: int, progress: Any, run_id: str) -> Iterator[Any]:
+        from moelens.store import WriteBatch
+
+        if not self.run.spec.per_token:
+            if not done:
+                yield WriteBatch(documents=self.run.count_documents, stats=_stats_tables(run_id, self.run))
+                progress(len(self.run.count_documents), self.run.num_tokens)
+            return
+        for batch in self.run.batches():
+            ids = [int(d["doc_id"]) for d in batch.documents]
+            if all(i in done for i in ids):
+                continue
+            yield batch
+            progress(len(ids), len(batch.token_doc))
 
 
 def write(run: ImportedRun, out: str | os.PathLike, *, run_id: str | None = None,
           documents: str | os.PathLike | list[dict[str, Any]] | None = None, overwrite: bool = False,
           progress: bool = False) -> ImportSummary:
-    """Write ``run`` into the DuckDB file ``out`` as a new run; returns an :class:`ImportSummary`.
+    """Write ``run`` into the DuckDB file ``out`` (resumable, like a trace); returns an :class:`ImportSummary`.
 
-    ``documents``: a JSONL file (or rows) of labels, see :func:`read_documents`.
+    ``documents``: a JSONL file (or rows) of labels, see :func:`read_documents`. A run of the same id
+    made from other input raises :class:`~moelens.errors.RunMismatchError` unless ``overwrite``.
     """
-    out = str(out)
-    run_id = run_id or _default_run_id(run)
+    from moelens.pipeline.run import run_source
+
+    labels = None
     if documents is not None:
-        rows = read_documents(documents) if isinstance(documents, (str, os.PathLike)) else [dict(r) for r in documents]
-        apply_documents(run, rows)
-    replace = _check_target(out, run_id, overwrite)
-    from moelens.store import Store, TraceWriter
-
-    spec = run.spec
-    started = time.perf_counter()
-    store = Store(out)
-    try:
-        if replace:
-            store.delete_run(run_id)
-        config = {"source": spec.source(),
-                  "identity": {"mode": "routes" if spec.per_token else "stats", "source": spec.kind},
-                  "import": {"dataset": spec.dataset, "moelens": "moelens.sources"}}
-        info = store.create_run(run_id=run_id, model=spec.model or spec.kind, dataset=spec.dataset, dtype=None,
-                                revision=None, plan_meta=spec.plan_meta(), config=config, logits_width=None,
-                                weights=spec.weights)
-        try:
-            routes = _write_rows(store, info, run, progress, TraceWriter)
-            if run.zero_rows_unrecorded:  # counted while the batches were built
-                source = {**config["source"], "engine": {**spec.engine, "unrecorded_rows": run.unrecorded_rows}}
-                store.set_status(run_id, "complete", source=source)
-            else:
-                store.set_status(run_id, "complete")
-        except BaseException:
-            store.delete_run(run_id)
-            raise
-    finally:
-        store.close()
-    docs = len(run.docs) if spec.per_token else len(run.count_documents)
-    return ImportSummary(run_id, out, spec.kind, docs, run.num_tokens, routes, time.perf_counter() - started,
-                         spec.per_token)
-
-
-def _write_rows(store: Any, info: Any, run: ImportedRun, progress: bool, TraceWriter: Any) -> int:
-    from moelens.progress import TraceProgress
-    from moelens.store import WriteBatch
-
-    writer = TraceWriter(store, info, table_k=run.spec.top_k)
-    try:
-        if run.spec.per_token:
-            with TraceProgress(total=len(run.docs), enabled=progress, label=f"import {run.spec.kind}") as bar:
-                for batch in run.batches():
-                    writer.submit(batch)
-                    bar.advance(len(batch.documents), len(batch.token_doc))
-        else:
-            writer.submit(WriteBatch(documents=run.count_documents, stats=_stats_tables(info.run_id, run)))
-    finally:
-        writer.close()
-    return writer.routes_written if run.spec.per_token else int(run.counts.sum())
+        labels = read_documents(documents) if isinstance(documents, (str, os.PathLike)) else [dict(r) for r in documents]
+    source = ImportSource(run, labels)
+    summary = run_source(source, str(out), run_id=run_id or _default_run_id(run), identity=source.identity,
+                         overwrite=overwrite, progress=progress)
+    routes = summary.routes if run.spec.per_token else int(run.counts.sum())
+    return ImportSummary(summary.run_id, str(out), run.spec.kind, summary.documents or summary.resumed,
+                         summary.tokens, routes, summary.seconds, run.spec.per_token)
 
 
 def _stats_tables(run_id: str, run: ImportedRun) -> dict[str, Any]:
