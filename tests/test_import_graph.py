@@ -43,7 +43,7 @@ LAYER_OF = {
     "moelens.models": "models", "moelens.embedded": "embedded", "moelens.data": "data",
     "moelens.hooks": "hooks", "moelens.kernels": "kernels", "moelens.store": "store",
     "moelens.pipeline": "pipeline", "moelens.tracing": "pipeline", "moelens.capturing": "notebook",
-    "moelens.sources": "pipeline",
+    "moelens.sources": "pipeline", "moelens.placements": "viz",
     "moelens.analysis": "analysis", "moelens.viz": "viz", "moelens.web": "web", "moelens.cli": "cli",
     "moelens.__main__": "cli",
 }

@@ -138,15 +138,25 @@ class Trace:
         """Normalized mutual information between expert and ``label`` per layer, with baselines."""
         return _spec.label_nmi(self.routing(run, layers), label, layers=layers, options=options)
 
+    def _require(self, routing: Any, what: str) -> Any:
+        """``routing``, or :class:`~moelens.errors.UnavailableError` when its source lacks ``what``."""
+        from moelens.analysis.report import unavailable
+        from moelens.errors import UnavailableError
+
+        reason = unavailable(routing.config).get(what)
+        if reason:
+            raise UnavailableError(f"unavailable: {reason} (run {routing.run_id!r}).")
+        return routing
+
     def vocabulary(self, run: str | None = None, layers: Iterable[int] | None = None,
                    options: VocabularyOptions = VocabularyOptions()):
         """OLMoE token specialization per layer (top-1 and top-k) with shuffled and uniform baselines."""
-        return _vocabulary.token_specialization(self.routing(run, layers), layers, options)
+        return _vocabulary.token_specialization(self._require(self.routing(run, layers), "vocabulary"), layers, options)
 
     def top_tokens(self, run: str | None = None, layers: Iterable[int] | None = None,
                    experts: Iterable[int] | None = None, options: VocabularyOptions = VocabularyOptions()):
         """Each expert's most characteristic tokens (by lift), with their text from the ``tokens`` table."""
-        routing = self.routing(run, layers)
+        routing = self._require(self.routing(run, layers), "vocabulary")
         top = _vocabulary.expert_top_tokens(routing, layers, experts, options)
         if not top.height:
             return top
