@@ -195,3 +195,34 @@ def test_stats_mode_run_gives_the_same_placement_from_its_counts(tmp_path):
     cols = ["ep", "redundant", "placement", "vllm_balancedness", "sglang_balancedness", "trtllm_imbalance"]
     assert a.select(cols).equals(b.select(cols))
     assert any("stats-mode run" in n for n in stats.notes)
+
+
+def test_a_stored_weightless_run_through_the_cli(tmp_path, capsys):
+    """An engine import stores no gate weights (weight NULL): the score policy says unavailable, the rest runs."""
+    from moelens.store import TraceWriter, WriteBatch
+
+    db = tmp_path / "w.duckdb"
+    plan = {"family": None, "num_layers": 1, "moe_layers": [0], "num_experts": 4, "top_k": 2, "num_shared_experts": 0,
+            "scoring": None, "sites": [{"site": 0, "path": "x", "layer": 0, "tag": "mlp", "primary": True,
+                                        "num_experts": 4, "top_k": 2}]}
+    with Store(db) as store:
+        run = store.create_run(run_id="engine", model="m", dataset="d", dtype=None, revision=None, plan_meta=plan,
+                               config={}, logits_width=None, weights=False)
+        writer = TraceWriter(store, run, table_k=2)
+        experts = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [0, 1], [2, 3]], np.int16)
+        writer.submit(WriteBatch(
+            documents=[{"doc_id": 0, "n_tokens": 3}, {"doc_id": 1, "n_tokens": 3}], token_doc=np.array([0, 0, 0, 1, 1, 1]),
+            token_pos=np.array([0, 1, 2, 0, 1, 2], np.int32), token_id=np.arange(6, dtype=np.int32),
+            route_doc=np.array([0, 0, 0, 1, 1, 1], np.int32), route_pos=np.array([0, 1, 2, 0, 1, 2], np.int32),
+            route_site=np.zeros(6, np.int16), experts=experts, weights=np.zeros((6, 2), np.float32)))
+        writer.close()
+        store.set_status("engine", "complete")
+    assert main(["serving", str(db), "--ep", "2", "--cf", "1.0", "--cf-tokens", "3", "--cache", "1,2",
+                 "--batch", "1,2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "capacity by score: unavailable: the run has no gate weights" in data["notes"]
+    assert {r["policy"] for r in data["capacity_labels"]} == {"position"}
+    # expert 0 is asked by 3 of the first 3 tokens with capacity ceil(1.0 * 3 * 2 / 4) = 2: one drop there;
+    # the second batch (tokens 3-5: experts 1,2 / 0,1 / 2,3) fits
+    assert [r["dropped"] for r in data["capacity"]] == [1]
+    assert data["placement"] and data["cache_summary"]
