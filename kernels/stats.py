@@ -45,9 +45,16 @@ TABLES = ("expert_counts", "coactivation", "entropy_hist", "tokens",
 
 
 def update_stats_torch(tables: StatsTables, layer: int, experts: torch.Tensor, entropy: torch.Tensor,
-                       labels: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> None:  # fmt: skip
-    """Add one layer call's tokens to ``tables`` in place (reference implementation)."""
+                       labels: torch.Tensor | None = None, valid: torch.Tensor | None = None, *,
+                       main: bool = True) -> None:  # fmt: skip
+    """Add one layer call's tokens to ``tables`` in place (reference implementation).
+
+    ``main=False`` updates only the label tables: a second label kind of the same tokens, whose
+    counts, co-activation and entropy were added by the first call.
+    """
     check_update(tables, layer, experts, entropy, labels, valid)
+    if not main and labels is None:
+        raise ConfigError("main=False updates the label tables only: pass labels.")
     rows, E, dtype = experts.shape[0], tables.num_experts, tables.tokens.dtype
     if rows == 0:
         return
@@ -55,13 +62,15 @@ def update_stats_torch(tables: StatsTables, layer: int, experts: torch.Tensor, e
     row_ok = valid if valid is not None else torch.ones(rows, dtype=torch.bool, device=ids.device)
     hit = row_ok[:, None] & (ids >= 0) & (ids < E)
     safe = ids.clamp(0, E - 1)
-    tables.expert_counts[layer].scatter_add_(0, safe.reshape(-1), hit.reshape(-1).to(dtype))
-    pairs = (hit[:, :, None] & hit[:, None, :]).reshape(-1).to(dtype)
-    tables.coactivation[layer].view(-1).scatter_add_(0, (safe[:, :, None] * E + safe[:, None, :]).reshape(-1), pairs)
     bins, binnable = entropy_bins(tables, entropy)
     binned = (row_ok & binnable).to(dtype)
-    tables.entropy_hist[layer].scatter_add_(0, bins, binned)
-    tables.tokens[layer] += row_ok.sum().to(dtype)
+    if main:
+        tables.expert_counts[layer].scatter_add_(0, safe.reshape(-1), hit.reshape(-1).to(dtype))
+        pairs = (hit[:, :, None] & hit[:, None, :]).reshape(-1).to(dtype)
+        tables.coactivation[layer].view(-1).scatter_add_(0, (safe[:, :, None] * E + safe[:, None, :]).reshape(-1),
+                                                         pairs)
+        tables.entropy_hist[layer].scatter_add_(0, bins, binned)
+        tables.tokens[layer] += row_ok.sum().to(dtype)
     if labels is None:
         return
     lab = labels.long()
@@ -100,9 +109,11 @@ class StatsAccumulator:
         self._scratch: RouteRecords | None = None
 
     def update(self, layer: int, experts: torch.Tensor, entropy: torch.Tensor,
-               labels: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> None:  # fmt: skip
-        """Add ``experts [T, k]`` (int, -1 = dropped) and ``entropy [T]`` of layer slot ``layer``."""
-        self._update(self.tables, layer, experts, entropy, labels, valid)
+               labels: torch.Tensor | None = None, valid: torch.Tensor | None = None, *,
+               main: bool = True) -> None:  # fmt: skip
+        """Add ``experts [T, k]`` (int, -1 = dropped) and ``entropy [T]`` of layer slot ``layer``
+        (``main=False``: only the label tables, for a further label kind of the same tokens)."""
+        self._update(self.tables, layer, experts, entropy, labels, valid, main=main)
 
     def observe(self, layer: int, logits: torch.Tensor, topk_ids: torch.Tensor | None = None,
                 topk_weights: torch.Tensor | None = None, *, k: int | None = None,

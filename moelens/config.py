@@ -19,10 +19,11 @@ _BACKENDS = ("torch", "nnsight")
 _CAPTURES = ("auto", "torch", "triton")
 _MODES = ("routes", "stats")
 _TXT_MODES = ("file", "line", "paragraph")
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 # Options that change what is recorded: a resumed run must match them exactly.
 IDENTITY_FIELDS = ("model", "data", "split", "text_column", "txt_mode", "max_length", "stride", "max_docs",
-                   "max_tokens", "dtype", "logits", "mode", "tokenizer", "revision", "layers")
+                   "max_tokens", "dtype", "logits", "mode", "tokenizer", "revision", "layers", "shard")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,13 @@ class TraceConfig:
         capture: ``auto`` | ``torch`` | ``triton`` device-side reduction path.
         mode: ``routes`` (every decision) or ``stats`` (bounded on-device aggregates only).
         layers: restrict capture to these decoder-layer indices (default: all MoE layers).
+        shard: ``(index, count)``: trace only the documents with ``doc_id % count == index`` (a
+            deterministic, disjoint share; ``moelens merge`` joins the shards). Set from ``RANK``
+            and ``WORLD_SIZE`` under ``torchrun``.
+        device_map: ``auto``, ``balanced``, ``balanced_low_0`` or ``sequential``: spread a model too
+            big for one device over the GPUs, the CPU and ``offload_folder`` (accelerate).
+        max_memory: per-device memory caps for ``device_map``, e.g. ``{"0": "20GiB", "cpu": "60GiB"}``.
+        offload_folder: where weights that fit nowhere else are offloaded to disk.
     """
 
     model: str
@@ -72,6 +80,10 @@ class TraceConfig:
     tokenizer: str | None = None
     revision: str | None = None
     layers: tuple[int, ...] | None = None
+    shard: tuple[int, int] | None = None
+    device_map: str | None = None
+    max_memory: dict[str, str] | None = None
+    offload_folder: str | None = None
     remote: bool = False
     verify: bool = False
     overwrite: bool = False
@@ -99,6 +111,19 @@ class TraceConfig:
         _choice("txt_mode", self.txt_mode, _TXT_MODES)
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(sorted({int(x) for x in self.layers})))
+        if self.shard is not None:
+            index, count = (int(x) for x in self.shard)
+            if count < 1 or not 0 <= index < count:
+                raise ConfigError(f"shard must be I/N with 0 <= I < N, got {index}/{count}.")
+            if self.max_tokens is not None:
+                raise ConfigError("--max-tokens cannot be split exactly across shards; use --max-docs with --shard.")
+            object.__setattr__(self, "shard", (index, count))
+        if self.device_map is not None:
+            _choice("device_map", self.device_map, _DEVICE_MAPS)
+            if self.device != "auto":
+                raise ConfigError("--device-map places the model itself; leave --device at auto.")
+        elif self.max_memory is not None or self.offload_folder is not None:
+            raise ConfigError("--max-memory and --offload-folder need --device-map.")
         if self.remote and self.backend != "nnsight":
             raise ConfigError(f"remote execution needs {option('backend', 'nnsight')}.")
         if self.mode == "stats" and self.logits:

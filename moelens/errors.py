@@ -144,6 +144,18 @@ class VocabularyError(DataError):
     """Token ids fall outside the model's vocabulary."""
 
 
+class EngineFormatError(DataError):
+    """A serving or training engine's routing file (or object) is not what that engine writes."""
+
+
+class MissingRankError(EngineFormatError):
+    """A multi-rank dump lacks the files of some ranks."""
+
+
+class UnavailableError(MoelensError):
+    """The run's source does not record what an analysis needs (gate weights, token ids, per-token routes)."""
+
+
 # --- store ------------------------------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ class RunAggregates:
     documents: Any  # polars DataFrame: doc_id, domain, language, n_tokens, source, meta
     config: dict[str, Any] = field(default_factory=dict)
     status: str = "complete"
+    has_coactivation: bool = True  # False when the source recorded no co-activation (counts-only imports)
 
     @property
     def num_tokens(self) -> int:
@@ -109,8 +110,9 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None) -> Run
         elif value is not None:
             cell(kind, value)[1][i] += n
     coact = np.zeros((L, E, E), np.int64)
-    for layer, a, b, count in con.execute(
-            "SELECT layer, expert_a, expert_b, count FROM stats_coactivation WHERE run_id = ?", [rid]).fetchall():
+    pairs = con.execute("SELECT layer, expert_a, expert_b, count FROM stats_coactivation WHERE run_id = ?",
+                        [rid]).fetchall()
+    for layer, a, b, count in pairs:
         i = index.get(layer)
         if i is not None and 0 <= a < E and 0 <= b < E:
             coact[i, a, b] += count
@@ -129,4 +131,4 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None) -> Run
         con, "SELECT doc_id, domain, language, n_tokens, source, meta FROM documents WHERE run_id = $run ORDER BY doc_id",
         {"run": rid}))
     return RunAggregates(rid, E, info.top_k, layer_list, counts, tokens, coact, entropy, labels, documents,
-                         info.config, info.status)
+                         info.config, info.status, has_coactivation=bool(pairs))

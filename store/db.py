@@ -74,6 +74,7 @@ class RunInfo:
     top_k: int
     num_experts: int
     config: dict[str, Any]
+    weights: bool = True  # the run's route table holds gate weights (False: engine imports without them)
 
 
 class Store:
@@ -94,9 +95,11 @@ class Store:
         self.read_only = read_only
         self.upgrade = upgrade and not read_only
         self.upgraded_from: int | None = None
+        self.dataset: dict[str, Any] | None = None  # the manifest, when ``path`` is a Parquet dataset folder
+        if connection is None and path is not None and Path(path).is_dir():
+            self._open_dataset(path)
+            return
         if connection is None:
-            if path is not None and Path(path).is_dir():
-                raise StoreError(f"{path} is a folder; give a database file inside it (e.g. {Path(path) / 'runs.duckdb'}).")
             if read_only and path is not None and not Path(path).exists():
                 raise StoreError(f"no database at {path}; trace into it first (with {option('out', str(path))}).")
             if not read_only and path is not None and not Path(path).expanduser().resolve().parent.is_dir():
@@ -107,6 +110,20 @@ class Store:
         try:
             with _translated(self.path):
                 self._check_or_create()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_dataset(self, path: str | os.PathLike) -> None:
+        """Views over a Parquet dataset folder (:mod:`moelens.store.dataset`) on an in-memory connection."""
+        from moelens.store.dataset import open_dataset
+
+        if not self.read_only:
+            raise StoreError(f"{path} is a Parquet dataset, which moelens reads but does not write; trace or import "
+                             "into a .duckdb file and export it again.")
+        self.con = duckdb.connect(":memory:")
+        try:
+            self.dataset = open_dataset(self.con, path)
         except BaseException:
             self.close()
             raise
@@ -188,7 +205,16 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        return RunInfo(row[0], int(row[1]), row[2], int(row[3]), int(row[4]), json.loads(row[5] or "{}"))
+        return RunInfo(row[0], int(row[1]), row[2], int(row[3]), int(row[4]), json.loads(row[5] or "{}"),
+                       self._has_weight_words(int(row[1]), row[0]))
+
+    def _has_weight_words(self, run_key: int, run_id: str | None = None) -> bool:
+        """Whether the run's route table stores gate weights (schema version 3 allows tables without)."""
+        if self.dataset is not None:
+            return bool(self.dataset["runs"].get(run_id, {}).get("weights", True))
+        return bool(self.con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?"
+            " AND column_name = 'w0'", [schema.route_table(run_key)]).fetchone()[0])
 
     def require_run(self, run_id: str | None) -> RunInfo:
         """The run ``run_id``, or the only run when ``None``; typed errors otherwise."""
@@ -208,8 +234,12 @@ class Store:
 
     def create_run(self, *, run_id: str, model: str, dataset: str, dtype: str, revision: str | None,
                    plan_meta: dict[str, Any], config: dict[str, Any], logits_width: int | None,
-                   confidence: bool = False) -> RunInfo:
-        """Create the run's rows, its physical tables and refresh the views (one transaction)."""
+                   confidence: bool = False, weights: bool = True) -> RunInfo:
+        """Create the run's rows, its physical tables and refresh the views (one transaction).
+
+        ``weights=False`` creates a route table without weight words: the source records no gate
+        weights and the views show ``weight`` NULL (schema version 3).
+        """
         key_row = self.con.execute("SELECT coalesce(max(run_key), 0) + 1 FROM runs").fetchone()
         run_key = int(key_row[0])
         k = int(plan_meta["top_k"])
@@ -227,7 +257,7 @@ class Store:
                                  [run_id, site["site"], site["layer"], site["tag"], site["path"],
                                   site["primary"], site["num_experts"], site["top_k"], site.get("pass", 0)])
             max_k = max(s["top_k"] for s in plan_meta["sites"])
-            self.con.execute(schema.route_table_ddl(run_key, max_k))
+            self.con.execute(schema.route_table_ddl(run_key, max_k, weights))
             if logits_width:
                 self.con.execute(schema.logits_table_ddl(run_key, logits_width))
             if confidence:
@@ -237,7 +267,7 @@ class Store:
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        return RunInfo(run_id, run_key, "running", k, int(plan_meta["num_experts"]), full_config)
+        return RunInfo(run_id, run_key, "running", k, int(plan_meta["num_experts"]), full_config, weights)
 
     def delete_run(self, run_id: str) -> None:
         info = self.get_run(run_id)
@@ -273,11 +303,11 @@ class Store:
         sized = []
         for run_id, run_key, top_k in runs:
             max_k = self.con.execute("SELECT max(top_k) FROM sites WHERE run_id = ?", [run_id]).fetchone()[0]
-            sized.append((run_id, int(run_key), int(max_k or top_k)))
+            sized.append((run_id, int(run_key), int(max_k or top_k), self._has_weight_words(int(run_key))))
         for sql in schema.routes_view_sql(sized):
             self.con.execute(sql)
         tables = self._tables()
-        with_logits = [(r, k) for r, k, _ in sized if schema.logits_table(k) in tables]
+        with_logits = [(r, k) for r, k, *_ in sized if schema.logits_table(k) in tables]
         self.con.execute(schema.logits_view_sql(with_logits))
-        with_confidence = [(r, k) for r, k, _ in sized if schema.confidence_table(k) in tables]
+        with_confidence = [(r, k) for r, k, *_ in sized if schema.confidence_table(k) in tables]
         self.con.execute(schema.confidence_view_sql(with_confidence))

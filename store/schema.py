@@ -14,7 +14,8 @@ Public tables and views (users write SQL against these; the column lists are sta
 * ``tokens(run_id, doc_id, pos, token_id, token)`` - ``pos`` is the position in the document.
 * ``routes(run_id, doc_id, pos, layer, rank, expert, weight)`` (view) - one row per routed
   choice at a primary site; ``rank`` 0 is the router's first slot; ``expert`` is NULL where the
-  choice was dropped (capacity routers) or skipped (zaya), with ``weight`` 0.
+  choice was dropped (capacity routers) or skipped (zaya), with ``weight`` 0. ``weight`` is NULL
+  throughout a run whose source records no gate weights (serving-engine imports; version 3).
 * ``routes_all`` (view) - as ``routes`` plus ``site``, ``tag``, ``is_primary`` and ``pass``, over every
   site. A looped layer has one row per pass in ``routes`` (same layer), told apart by ``pass`` here.
 * ``router_logits(run_id, doc_id, pos, layer, logits)`` (view) - only for runs traced with logits.
@@ -32,17 +33,22 @@ Physically, routes live in one table per run, ``_routes_<run_key>(doc_id, pos, s
 one row per token and router site, the k ids bit-packed four to a BIGINT word (``e*``) and the k
 float32 weights two to a word (``w*``), see :mod:`moelens.store.packing`. The word columns are
 stored uncompressed: random bit patterns do not compress, and skipping the attempt is what lets
-ingest keep up with a GPU. ``doc_id`` is a BIGINT in every table (the physical ones included);
-schema version 1 kept it as a 32-bit INTEGER in the physical tables: they read the same, the
-upgrade widens them (:func:`widen_doc_id_sql`), and the writer refuses a larger id for a run whose
-table is still narrow (:data:`NARROW_DOC_ID`).
+ingest keep up with a GPU. A run without gate weights has no ``w*`` columns at all (version 3).
+``doc_id`` is a BIGINT in every table, the physical ones included; older files kept it as a 32-bit
+INTEGER in the physical tables: they read the same, the upgrade widens them
+(:func:`widen_doc_id_sql`), and the writer refuses a larger id for a run whose table is still
+narrow (:data:`NARROW_DOC_ID`).
+
+Version history (``MIGRATIONS`` upgrades older files in place, ``moelens upgrade``): 1 - first
+release; 2 - ``sites.pass``; 3 - route tables without weight words for sources that record no
+gate weights (``weight`` NULL in the views; nothing changes in existing tables).
 """
 
 from __future__ import annotations
 
 from moelens.store.packing import expert_words, weight_words
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Largest doc_id that the physical tables of runs created before doc_id became BIGINT can hold (the
 # public views were BIGINT from the start); upgrading a database widens them (widen_doc_id_sql).
@@ -104,6 +110,7 @@ BASE_DDL = [
 # rebuilt after every upgrade). Each step is additive: no row is rewritten or lost.
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE sites ADD COLUMN pass SMALLINT DEFAULT 0"],
+    2: [],  # version 3 adds route tables without weight words for new runs; existing tables stay as they are
 }
 
 
@@ -161,8 +168,9 @@ def weight_columns(k: int) -> list[str]:
     return [f"w{i}" for i in range(weight_words(k))]
 
 
-def route_table_ddl(run_key: int, k: int) -> str:
-    words = ", ".join(f"{c} BIGINT USING COMPRESSION uncompressed" for c in expert_columns(k) + weight_columns(k))
+def route_table_ddl(run_key: int, k: int, weights: bool = True) -> str:
+    columns = expert_columns(k) + (weight_columns(k) if weights else [])
+    words = ", ".join(f"{c} BIGINT USING COMPRESSION uncompressed" for c in columns)
     return (f"CREATE TABLE IF NOT EXISTS {route_table(run_key)} (doc_id BIGINT, pos INTEGER, site SMALLINT, "
             f"{words})")
 
@@ -176,13 +184,15 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _one_run_routes(run_id: str, run_key: int, k: int) -> str:
+def _one_run_routes(run_id: str, run_key: int, k: int, weights: bool = True) -> str:
     table = route_table(run_key)
     e_words = "[" + ", ".join(f"r.{c}" for c in expert_columns(k)) + "]"
     w_words = "[" + ", ".join(f"r.{c}" for c in weight_columns(k)) + "]"
+    weight = (f"moelens_f32(({w_words}[1 + t.rank // 2] >> (32 * (t.rank % 2))) & 4294967295)" if weights
+              else "NULL::FLOAT")
     return f"""SELECT {_quote(run_id)} AS run_id, r.doc_id::BIGINT AS doc_id, r.pos, s.layer, t.rank::INTEGER AS rank,
         moelens_i16(({e_words}[1 + t.rank // 4] >> (16 * (t.rank % 4))) & 65535) AS expert,
-        moelens_f32(({w_words}[1 + t.rank // 2] >> (32 * (t.rank % 2))) & 4294967295) AS weight,
+        {weight} AS weight,
         r.site, s.tag, s.is_primary, s.pass
     FROM {table} r
     JOIN sites s ON s.run_id = {_quote(run_id)} AND s.site = r.site
@@ -195,8 +205,8 @@ _EMPTY_ROUTES = """SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS doc_id, NULL:
     NULL::SMALLINT AS site, NULL::VARCHAR AS tag, NULL::BOOLEAN AS is_primary, NULL::SMALLINT AS pass WHERE false"""
 
 
-def routes_view_sql(runs: list[tuple[str, int, int]]) -> list[str]:
-    """``CREATE VIEW`` statements for ``routes`` and ``routes_all`` over ``(run_id, run_key, k)``."""
+def routes_view_sql(runs: list[tuple]) -> list[str]:
+    """``CREATE VIEW`` statements for ``routes`` and ``routes_all`` over ``(run_id, run_key, k[, weights])``."""
     body = "\nUNION ALL\n".join(_one_run_routes(*r) for r in runs) if runs else _EMPTY_ROUTES
     return [
         f"CREATE OR REPLACE VIEW routes_all AS\n{body}",

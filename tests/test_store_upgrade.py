@@ -47,7 +47,7 @@ def test_old_schema_is_refused_with_the_upgrade_command_then_upgraded(tmp_path, 
     assert f"from schema version 1 to {SCHEMA_VERSION}" in capsys.readouterr().out
     with Store(db, read_only=True) as store:
         con = store.con
-        assert con.execute("SELECT value FROM moelens_meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        assert con.execute("SELECT value FROM moelens_meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert con.execute("SELECT count(*), sum(doc_id * 7 + pos * 3 + site) FROM _routes_1").fetchone() == physical
         assert {r[0] for r in con.execute("SELECT DISTINCT pass FROM sites").fetchall()} == {0}
         routes = con.execute("SELECT count(*) FROM routes").fetchone()[0]

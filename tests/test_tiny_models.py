@@ -227,7 +227,7 @@ def test_families_are_the_surveys_in_order():
 
 def test_public_api():
     assert sorted(tiny.__all__) == sorted(
-        ["TINY_FAMILIES", "tiny_config", "build_tiny_model", "tiny_inputs", "family_model_class"]
+        ["TINY_FAMILIES", "tiny_config", "build_tiny_model", "tiny_inputs", "family_model_class", "family_available"]
     )
 
 

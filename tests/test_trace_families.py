@@ -47,6 +47,7 @@ def test_trace_stores_what_capture_records(family, tmp_path, write_jsonl):
             assert np.array_equal(stored[:, :captured.shape[1]], captured)
 
 
+@pytest.mark.families("inkling2_loop")
 def test_looped_layers_record_every_pass_under_their_own_layer(tmp_path, write_jsonl):
     """inkling2_loop runs layers 1-2 twice per forward: every pass is stored under the layer's own index,
     with its pass number, equal to what that layer's experts module received on each call."""

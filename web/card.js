@@ -16,6 +16,7 @@
   }
 
   function histogram(hist) {
+    if (!hist) return el("p", {class: "muted small"}, "unavailable: this run's source records no gate weights");
     const max = Math.max(1, ...hist);
     return el("div", {class: "hist", role: "img", "aria-label": "gate-weight histogram"},
       hist.map((n, i) => el("div", {class: "hist-col", title: `${(i / hist.length).toFixed(1)}–${((i + 1) / hist.length).toFixed(1)}: ${n}`},

@@ -15,7 +15,7 @@
       const picks = [];
       for (let r = 0; r < k; r++) {
         const at = (li * T + t) * k + r;
-        if (doc.experts[at] >= 0) picks.push({expert: doc.experts[at], weight: doc.weights[at] / 1000, rank: r});
+        if (doc.experts[at] >= 0) picks.push({expert: doc.experts[at], weight: doc.weights ? doc.weights[at] / 1000 : null, rank: r});
       }
       return {layer, picks};
     });
@@ -25,7 +25,7 @@
     const token = doc.tokens[t];
     const rows = route(run, doc, t).map((r) => el("tr", {class: r.layer === layer ? "current" : null, dataset: {layer: r.layer}},
       el("td", null, `layer ${r.layer}`),
-      el("td", null, r.picks.map((p) => el("span", {class: "route-pick", dataset: {expert: p.expert, weight: p.weight.toFixed(3), rank: p.rank}},
+      el("td", null, r.picks.map((p) => el("span", {class: "route-pick", dataset: {expert: p.expert, weight: p.weight === null ? "" : p.weight.toFixed(3), rank: p.rank}},
         M.chip(p.expert, fmt.num(p.weight, 3), () => M.openExpert(r.layer, p.expert)))))));
     return [
       el("div", {class: "route-head"}, el("span", {class: "route-token"}, M.showToken(token)),

@@ -1,9 +1,12 @@
-"""Analysis tables as Parquet, next to the public tables that ``moelens export --parquet`` writes.
+"""Analysis tables as Parquet, next to the public views that ``moelens export --parquet`` writes.
 
-``share_matrix.parquet``: the full expert x label share matrix (:mod:`~moelens.analysis.sharematrix`)
-of every exported run, for every label an analysis splits by when not told (document labels with 2
-to ``max_values`` values, identifier-like columns never, and position): one row per (run, label,
-layer, value, expert), every cell - not only the significant ones.
+``DIR/analysis/share_matrix/<run>.parquet``: the full expert x label share matrix
+(:mod:`~moelens.analysis.sharematrix`) of each exported run, for every label an analysis splits by
+when not told (document labels with 2 to ``max_values`` values, identifier-like columns never, and
+position): one row per (run, label, layer, value, expert), every cell - not only the significant
+ones. One file per run, so exporting more runs into the same dataset adds files; read them all with
+``read_parquet('DIR/analysis/share_matrix/*.parquet')``. The dataset's manifest does not list them:
+they are results, not the public schema.
 """
 
 from __future__ import annotations
@@ -20,27 +23,36 @@ from moelens.store import Store
 __all__ = ["export_analysis_parquet"]
 
 
+def _file_name(run_id: str) -> str:
+    """A file name for a run id (which may hold ':' or '/'): readable characters kept, the rest hex-escaped."""
+    return "".join(c if c.isalnum() or c in "-_." else f"%{ord(c):02X}" for c in run_id) + ".parquet"
+
+
 def export_analysis_parquet(db: str | os.PathLike, out_dir: str | os.PathLike, *, run_id: str | None = None,
-                            max_values: int = SpecializationOptions().max_values) -> dict[str, int]:
-    """Write ``out_dir/share_matrix.parquet``; returns ``{"share_matrix": rows}``."""
+                            max_values: int = SpecializationOptions().max_values) -> dict[str, tuple[int, str]]:
+    """Write ``out_dir/analysis/share_matrix/<run>.parquet`` per run; returns ``{"share_matrix": (rows, folder)}``."""
     import polars as pl
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    frames = []
+    folder = Path(out_dir) / "analysis" / "share_matrix"
+    folder.mkdir(parents=True, exist_ok=True)
+    total = 0
     with Store(db, read_only=True) as store:
         run_ids = [store.require_run(run_id).run_id] if run_id is not None else store.run_ids()
         for rid in run_ids:
             run = load_any(store, rid)
+            frames = []
             for label in default_labels(run, max_values):
                 if label == "position" and not hasattr(run, "pos"):
-                    continue
+                    continue  # a stats run aggregates document labels only
                 frame = share_matrix(run, label)
                 if frame.height:
                     frames.append(frame.with_columns(pl.lit(rid).alias("run_id")).select("run_id", *frame.columns))
-    table = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(
-        schema={"run_id": pl.String, "label": pl.String, "layer": pl.Int32, "value": pl.String, "expert": pl.Int32,
-                "count": pl.Int64, "tokens": pl.Int64, "share": pl.Float64, "top1_count": pl.Int64,
-                "top1_share": pl.Float64, "overall_share": pl.Float64, "lift": pl.Float64})
-    table.write_parquet(out / "share_matrix.parquet")
-    return {"share_matrix": table.height}
+            table = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={k: getattr(pl, v) for k, v in SCHEMA.items()})
+            table.write_parquet(folder / _file_name(rid))
+            total += table.height
+    return {"share_matrix": (total, str(folder))}
+
+
+SCHEMA = {"run_id": "String", "label": "String", "layer": "Int32", "value": "String", "expert": "Int32",
+          "count": "Int64", "tokens": "Int64", "share": "Float64", "top1_count": "Int64", "top1_share": "Float64",
+          "overall_share": "Float64", "lift": "Float64"}

@@ -29,6 +29,9 @@ from moelens.analysis import specialization as _spec
 from moelens.analysis import temporal as _temporal
 from moelens.analysis import vocabulary as _vocabulary
 from moelens.analysis.options import LoadOptions, ReportOptions, SpecializationOptions, VocabularyOptions
+from moelens.analysis.sections import unavailable
+from moelens.errors import UnavailableError
+from moelens.store.aggregates import is_aggregate_run
 
 __all__ = ["open", "Trace"]
 
@@ -162,18 +165,25 @@ class Trace:
         """Normalized mutual information between expert and ``label`` per layer, with baselines."""
         return _spec.label_nmi(self.routing(run, layers, what="NMI"), label, layers=layers, options=options)
 
+    def _require(self, routing: Any, what: str) -> Any:
+        """``routing``, or :class:`~moelens.errors.UnavailableError` when its source lacks ``what``."""
+        reason = unavailable(routing.config).get(what)
+        if reason:
+            raise UnavailableError(f"unavailable: {reason} (run {routing.run_id!r}).")
+        return routing
+
     def vocabulary(self, run: str | None = None, layers: Iterable[int] | None = None,
                    options: VocabularyOptions = VocabularyOptions()):
         """OLMoE token specialization per layer (top-1 and top-k) in both conventions - ``paper_*`` over every
         token id (OLMoE's figures), the unprefixed columns over ids seen ``min_count`` times - with shuffled
         and uniform baselines."""
-        return _vocabulary.token_specialization(self.routing(run, layers, what="vocabulary specialization"), layers,
-                                                options)
+        routing = self._require(self.routing(run, layers, what="vocabulary specialization"), "vocabulary")
+        return _vocabulary.token_specialization(routing, layers, options)
 
     def top_tokens(self, run: str | None = None, layers: Iterable[int] | None = None,
                    experts: Iterable[int] | None = None, options: VocabularyOptions = VocabularyOptions()):
         """Each expert's most characteristic tokens (by lift), with their text from the ``tokens`` table."""
-        routing = self.routing(run, layers, what="characteristic tokens")
+        routing = self._require(self.routing(run, layers, what="characteristic tokens"), "vocabulary")
         top = _vocabulary.expert_top_tokens(routing, layers, experts, options)
         if not top.height:
             return top
@@ -237,6 +247,23 @@ class Trace:
         """Per (layer, value, expert): OLMoE share in each run and the difference."""
         return _compare.specialization_shift(self.routing(run_a, what="specialization shift"),
                                              self.routing(run_b, what="specialization shift"), label, layers)[0]
+
+    def serving(self, run: str | None = None, options: Any = None, **overrides: Any):
+        """Serving what-ifs (:func:`moelens.analysis.serving.serving_report`): EP placement and balancedness,
+        capacity drops, LRU/LFU/Belady expert caches, prefetch accuracy and batch coverage. ``overrides``
+        are :class:`~moelens.analysis.serving.ServingOptions` fields, e.g. ``ep=(8, 16)``."""
+        from moelens.analysis.serving.options import ServingOptions
+        from moelens.analysis.serving.report import serving_report, serving_stats_report
+
+        options = ServingOptions(**{**(options or ServingOptions()).__dict__, **overrides})
+        info = self.store.require_run(run)
+        if is_aggregate_run(info.config):
+            return serving_stats_report(self.store, info.run_id, options)
+        score = "capacity" in options.sections and info.config.get("source", {}).get("weights", True)
+        routing = _runs.require_routing(_runs.load_any(self.store, info.run_id, layers=options.layers,
+                                                       weights=bool(score)), "serving what-ifs")
+        dtype = self.store.con.execute("SELECT dtype FROM runs WHERE run_id = ?", [info.run_id]).fetchall()[0][0]
+        return serving_report(routing, options, dtype=dtype)
 
     def report(self, run: str | None = None, options: ReportOptions = ReportOptions()):
         """The full report (:class:`~moelens.analysis.report.Report`: ``.data`` JSON, ``.frames`` polars) of a

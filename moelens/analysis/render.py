@@ -35,8 +35,11 @@ def render_report(data: dict[str, Any], console: Any, *, top: int = 10) -> None:
                   f"{len(run['layers'])} MoE layers, {run.get('mode', 'routes')} mode, status {escape(status)}")
     if run.get("status_note"):
         console.print(f"[yellow]warning: {escape(run['status_note'])}; run the same trace again to finish it.[/]")
-    for what, reason in (run.get("unavailable") or {}).items():
-        console.print(f"{escape(what)}: {escape(reason)}")
+    source = data.get("source") or {}
+    if source.get("kind", "transformers") != "transformers":
+        console.print(f"source: {escape(str(source['kind']))} (imported)")
+    for what, why in (data.get("unavailable") or {}).items():
+        console.print(f"[yellow]unavailable[/]: {escape(what)}: {escape(why)}")
 
     t = Table(title="Load per layer (uniform: max/mean 1, entropy 1, effective = E)", title_justify="left")
     for col in ("layer", "tokens", "max/mean", "imbalance", "CV", "Gini", "H/log E", "exp(H)", "dead", "EP bal.", "verdict"):

@@ -25,14 +25,14 @@ from moelens.analysis.layerpass import LayerPass, default_workers
 from moelens.analysis.options import ReportOptions
 from moelens.analysis.runs import RunData, load_any
 from moelens.analysis.sections import (SCHEMA, Clock, Report, baselines, clean, layer_row, options_record, records,
-                                       run_header)
+                                       run_header, unavailable)
 from moelens.analysis.specialization import rank_cells
 from moelens.store import Store
 from moelens.store.aggregates import RunAggregates
 from moelens.store.arrays import regular_pages
 from moelens.store.schema import logits_table
 
-__all__ = ["Report", "build_report", "report_labels", "SCHEMA", "clean", "share_matrix_record"]
+__all__ = ["Report", "build_report", "report_labels", "SCHEMA", "clean", "share_matrix_record", "unavailable"]
 
 SPEC_COLUMNS = ["layer", "expert", "value", "share", "lift", "ci_low", "ci_high", "count", "tokens", "docs", "q_value"]
 
@@ -154,6 +154,9 @@ def _build(db: Any, db_path: str | None, routing: Any, options: ReportOptions, c
     frames["crosslayer"] = pl.DataFrame(result.crosslayer) if result.crosslayer else pl.DataFrame()
     for name in ("vocabulary", "coactivation", "temporal", "crosslayer"):
         data[name] = records(frames[name])
+    missing = unavailable(routing.config)
+    if "vocabulary" in missing:  # token id -1 everywhere: the numbers would be about nothing
+        data["vocabulary"], frames["vocabulary"] = [], pl.DataFrame()
     data["repeat_rates_by_label"] = {}
     for label in repeat:
         frame = pl.DataFrame(result.label_rates.get(label, [])) if result.label_rates.get(label) else pl.DataFrame()
@@ -168,6 +171,10 @@ def _build(db: Any, db_path: str | None, routing: Any, options: ReportOptions, c
         frames["confidence"] = confidence_summary(db, routing, layers)
         data["confidence"] = records(frames["confidence"])
         clock.lap("confidence")
+    elif options.confidence_section:
+        missing = {**missing, **unavailable(routing.config, logits=False)}
+    data["source"] = (routing.config or {}).get("source", {"kind": "transformers"})
+    data["unavailable"] = missing
     return Report(data, frames, {**clock.timings, **stage_times})
 
 

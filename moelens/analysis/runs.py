@@ -8,7 +8,8 @@ dashboard all load through :func:`load_any`; what they compute is then dispatche
 :class:`Source` reads the provenance recorded in ``runs.config["source"]`` (a run without it is a
 transformers trace with everything). Analyses that need what a source lacks raise
 :class:`~moelens.errors.UnavailableError` (or report ``"unavailable: <reason>"``) instead of
-computing on zeros: gate weights an engine did not return, token text, per-token rows.
+computing on zeros (the reasons: :func:`moelens.analysis.sections.unavailable`): gate weights an
+engine did not return, token ids or text, per-token rows.
 """
 
 from __future__ import annotations
@@ -49,17 +50,6 @@ class Source:
         return cls(kind=str(raw.get("kind", "transformers")), weights=raw.get("weights", True) is not False,
                    token_text=raw.get("token_text", True) is not False, token_ids=raw.get("token_ids", True) is not False,
                    per_token=per_token, engine=dict(raw.get("engine") or {}))
-
-    def lacks(self, what: str) -> str | None:
-        """``"unavailable: <reason>"`` when the source cannot give ``what`` (weights, token_text, token_ids,
-        per_token), else ``None``."""
-        if getattr(self, what, True):
-            return None
-        reasons = {"weights": f"the {self.kind} source recorded no gate weights",
-                   "token_text": f"the {self.kind} source recorded no token text",
-                   "token_ids": f"the {self.kind} source recorded no token ids",
-                   "per_token": "the run keeps aggregates only, not per-token routes"}
-        return f"unavailable: {reasons[what]}"
 
 
 def traced_layers(store: Any, run_id: str, aggregates: bool) -> list[int]:

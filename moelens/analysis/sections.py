@@ -18,11 +18,12 @@ import numpy as np
 from moelens.analysis import coactivation
 from moelens.analysis.load import layer_load_stats
 from moelens.analysis.options import ReportOptions
-from moelens.analysis.runs import INCOMPLETE, Source
+from moelens.analysis.runs import INCOMPLETE
 from moelens.analysis.temporal import any_overlap_baseline, first_or_second_baseline
+from moelens.errors import option
 
 __all__ = ["SCHEMA", "Report", "Clock", "clean", "records", "run_header", "options_record", "baselines",
-           "layer_row", "LAYER_METRICS", "RANKING_RULE"]
+           "layer_row", "unavailable", "LAYER_METRICS", "RANKING_RULE"]
 
 SCHEMA = "moelens.report/1"
 
@@ -78,19 +79,33 @@ def records(frame: Any, columns: list[str] | None = None) -> list[dict[str, Any]
     return clean(frame.select(columns).to_dicts() if columns else frame.to_dicts())
 
 
+def unavailable(config: dict[str, Any] | None, *, logits: bool | None = None) -> dict[str, str]:
+    """``{what: reason}`` for what the run's source does not record (``config.source``, contract 1;
+    a run without the key is a transformers trace that records everything)."""
+    source = (config or {}).get("source") or {}
+    kind = source.get("kind", "transformers")
+    out: dict[str, str] = {}
+    if source.get("weights") is False:
+        out["weights"] = f"{kind} records expert ids only, no gate weights (routes.weight is NULL)"
+    if source.get("token_ids") is False:
+        out["vocabulary"] = f"no token ids: {kind} records none"
+    if source and source.get("token_text") is False:
+        out["token_text"] = f"no token text: {kind} records none"
+    if logits is False:
+        out["confidence"] = (f"no router logits: {kind} records none" if source
+                             else f"no router logits stored (trace with {option('logits', True)})")
+    return out
+
+
 def run_header(run: Any, db_path: str | None, *, mode: str) -> dict[str, Any]:
     """The report's ``run`` object: identity, size, layers, and the status with a note when incomplete."""
     meta = (run.config or {}).get("routing", {})
-    source = Source.of(run.config)
     status = getattr(run, "status", None) or "complete"
     return {"run_id": run.run_id, "database": db_path, "family": meta.get("family"), "scoring": meta.get("scoring"),
             "num_experts": int(run.num_experts), "top_k": int(run.top_k), "tokens": int(run.num_tokens),
             "documents": int(run.documents.height), "layers": [int(x) for x in run.layers], "mode": mode,
             "status": status, "complete": status == "complete",
-            "status_note": None if status == "complete" else INCOMPLETE.format(status=status),
-            "source": source.kind,
-            "unavailable": {what: source.lacks(what) for what in ("weights", "token_text", "token_ids", "per_token")
-                            if source.lacks(what)}}
+            "status_note": None if status == "complete" else INCOMPLETE.format(status=status)}
 
 
 def options_record(options: ReportOptions, *, per_token: bool) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from moelens.analysis.coactivation import summary_from_counts
 from moelens.analysis.labels import default_labels
 from moelens.analysis.options import ReportOptions
 from moelens.analysis.sections import (SCHEMA, Clock, Report, baselines, clean, layer_rows_from_counts, options_record,
-                                       run_header)
+                                       run_header, unavailable)
 from moelens.store.aggregates import RunAggregates
 
 __all__ = ["build"]
@@ -38,6 +38,19 @@ def build(run: RunAggregates, options: ReportOptions, db_path: str | None, clock
     k_eff = [float(c.sum()) / t if t else 0.0 for c, t in zip(run.counts, run.tokens)]
     labels = [name for name in default_labels(run, options.specialization.max_values, options.labels)
               if name in run.labels]
+    coactivation = [summary_from_counts(M, layer, k, min_count=options.coactivation_min_count)
+                    for M, layer, k in zip(run.coactivation, run.layers, k_eff)] if run.has_coactivation else []
+    confidence = _entropy(run)
+    missing = unavailable(run.config)
+    missing.pop("vocabulary", None)
+    kind = (run.config.get("source") or {}).get("kind")
+    if kind is not None:  # a counts-only import: per-token analyses have nothing to work on
+        why = f"counts only: {kind} records no per-token routes"
+        missing.update({name: why for name in ("specialization", "position", "vocabulary", "temporal", "crosslayer")})
+    if not coactivation:
+        missing["coactivation"] = f"no co-activation counts: {kind or 'the run'} records none"
+    if confidence is None:
+        missing["confidence"] = f"no router entropy: {kind or 'the run'} records none"
     data = {
         "schema": SCHEMA,
         "run": run_header(run, db_path, mode="stats"),
@@ -52,9 +65,10 @@ def build(run: RunAggregates, options: ReportOptions, db_path: str | None, clock
         "share_matrix": {name: _share_matrix(run, name) for name in labels},
         "nmi": {}, "position": {"first_token": []}, "vocabulary": [], "temporal": [], "crosslayer": [],
         "repeat_rates_by_label": {},
-        "coactivation": clean([summary_from_counts(M, layer, k, min_count=options.coactivation_min_count)
-                               for M, layer, k in zip(run.coactivation, run.layers, k_eff)]),
-        "confidence": _entropy(run),
+        "coactivation": clean(coactivation),
+        "confidence": confidence,
+        "source": run.config.get("source", {"kind": "transformers"}),
+        "unavailable": missing,
     }
     clock.lap("aggregates")
     return Report(data, {}, clock.timings)

@@ -13,10 +13,32 @@ EXAMPLES = """examples:
   moelens trace moelens-mini data.parquet --out runs.duckdb --text-column body --max-docs 500
   moelens trace org/model-id org/dataset-id --split validation --out runs.duckdb --device cuda
 
+  torchrun --nproc-per-node 4 -m moelens trace ./big-moe corpus.jsonl --out runs.duckdb   # one shard per rank
+  moelens trace ./big-moe corpus.jsonl --out runs.duckdb --shard 1/4                        # one shard by hand
+  moelens trace ./huge-moe corpus.jsonl --out runs.duckdb --device-map auto --max-memory 0=70GiB,cpu=200GiB
+
 Re-running the same command resumes an interrupted run without duplicating rows.
 DATA may be .jsonl, .json, .csv, .parquet or .txt (a file or a folder), or a hub dataset id.
 Columns domain and language become document labels; other columns go into documents.meta;
 an input_ids column is traced as given (no tokenizer needed)."""
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
+    return index, count
+
+
+def _memory(text: str) -> dict[str, str]:
+    out = {}
+    for part in text.split(","):
+        device, sep, amount = part.partition("=")
+        if not sep or not device.strip() or not amount.strip():
+            raise argparse.ArgumentTypeError(f"expected DEVICE=AMOUNT[,...] such as 0=20GiB,cpu=64GiB, got {text!r}")
+        out[device.strip()] = amount.strip()
+    return out
 
 
 def add_parser(sub, formatter) -> None:
@@ -48,6 +70,13 @@ def add_parser(sub, formatter) -> None:
     p.add_argument("--revision", help="model revision (hub models)")
     p.add_argument("--layers", type=layer_list, help="only these layers, e.g. 0,3,8-11")
     p.add_argument("--verify", action="store_true", help="cross-check every capture against the experts' inputs")
+    p.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="trace only documents with doc_id %% N == I into OUT's shard file (set by torchrun)")
+    p.add_argument("--no-merge", action="store_true", help="under torchrun: leave the shards unmerged")
+    p.add_argument("--device-map", choices=["auto", "balanced", "balanced_low_0", "sequential"],
+                   help="spread a model too big for one device over GPUs, CPU and disk (accelerate)")
+    p.add_argument("--max-memory", type=_memory, metavar="DEV=SIZE,...", help="memory caps for --device-map")
+    p.add_argument("--offload-folder", help="folder for weights offloaded to disk by --device-map")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run with the same id first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -64,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype, logits=args.logits, backend=args.backend, capture=args.capture, mode=args.mode,
         split=args.split, text_column=args.text_column, txt_mode=args.txt_mode, tokenizer=args.tokenizer,
         revision=args.revision, layers=args.layers, remote=args.remote, verify=args.verify,
-        overwrite=args.overwrite, progress=not args.no_progress)
-    summary = trace(config=cfg)
+        overwrite=args.overwrite, progress=not args.no_progress, shard=args.shard, device_map=args.device_map,
+        max_memory=args.max_memory, offload_folder=args.offload_folder)
+    summary = trace(config=cfg, merge_shards=not args.no_merge)
     console = make_console()
     for note in summary.notes:
         console.print(note)

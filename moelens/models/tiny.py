@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     import transformers
 
-__all__ = ["TINY_FAMILIES", "tiny_config", "build_tiny_model", "tiny_inputs", "family_model_class"]
+__all__ = ["TINY_FAMILIES", "tiny_config", "build_tiny_model", "tiny_inputs", "family_model_class",
+           "family_available"]
 
 TINY_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 
@@ -156,6 +157,7 @@ def tiny_config(
     _check_sizes(family, spec, num_layers, hidden_size, num_experts, top_k, vocab_size)
     import transformers
 
+    family_model_class(family)  # a clear error where this transformers lacks the family
     config_cls = getattr(transformers, spec.config)
     sizes = Sizes(num_layers, hidden_size, num_experts, top_k, vocab_size)
     keys = _config_keys(config_cls)
@@ -174,11 +176,24 @@ def tiny_config(
     return config_cls(**kwargs)
 
 
+def family_available(family: str) -> bool:
+    """Whether the installed transformers has ``family``'s model and config classes (newer families
+    of the table are missing from older releases)."""
+    spec = _family(family)
+    import transformers
+
+    return hasattr(transformers, spec.model) and hasattr(transformers, spec.config)
+
+
 def family_model_class(family: str) -> type:
     """The transformers class that :func:`build_tiny_model` instantiates for ``family``."""
     spec = _family(family)
     import transformers
 
+    if not family_available(family):
+        raise UnknownArchitectureError(
+            f"{family} is not in the installed transformers {transformers.__version__} (no {spec.model});"
+            " upgrade transformers to build it.")
     return getattr(transformers, spec.model)
 
 

@@ -41,12 +41,20 @@ class Collector(Protocol):
 
 
 def _to_host(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[np.ndarray]:
-    """One device-to-host copy for a list of tensors with the same trailing shape."""
+    """One device-to-host copy per device for a list of tensors with the same trailing shape
+    (a model spread over devices by a device map has routers on each)."""
     if not tensors:
         return []
-    sizes = [t.shape[0] for t in tensors]
-    flat = torch.cat([t.to(dtype) for t in tensors]).cpu().numpy()
-    return np.split(flat, np.cumsum(sizes)[:-1])
+    out: list[np.ndarray | None] = [None] * len(tensors)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    for idx in by_device.values():
+        sizes = [tensors[i].shape[0] for i in idx]
+        flat = torch.cat([tensors[i].to(dtype) for i in idx]).cpu().numpy()
+        for i, part in zip(idx, np.split(flat, np.cumsum(sizes)[:-1])):
+            out[i] = part
+    return out  # type: ignore[return-value]
 
 
 def host_step(ctx: StepContext) -> HostStep:

@@ -80,6 +80,11 @@ def _capture_path(cfg: TraceConfig, model: ModelPlan, device: str, remote: bool)
 
     if remote:
         return "torch", []
+    if cfg.device_map is not None:  # routers live on several devices: one host copy per batch handles them
+        if cfg.capture == "triton" or cfg.mode == "stats":
+            raise ConfigError("--device-map spreads the routers over several devices; the device kernels (--capture"
+                              " triton, --mode stats) need them on one: use --capture torch --mode routes.")
+        return "torch", [f"device map {cfg.device_map}: capturing with the torch path on every router's device"]
     backend = choose_backend(cfg.capture, torch.device(device))
     if cfg.mode == "stats":
         return backend, [f"stats mode: aggregates on {device} with the {backend} kernels"]

@@ -35,6 +35,8 @@ class Source(Protocol):
 
     def stream(self, done: set[int], done_tokens: int, progress: Any, run_id: str) -> Any: ...
 
+    # optional: ``final_config() -> dict`` of runs.config keys to update once every batch is written
+
 
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
@@ -97,7 +99,7 @@ def _create_or_resume(store: Any, summary: TraceSummary, spec: RunSpec, identity
     return store.create_run(run_id=summary.run_id, model=spec.model, dataset=spec.dataset, dtype=spec.dtype,
                             revision=spec.revision, plan_meta=spec.plan_meta,
                             config={"identity": identity, **spec.config}, logits_width=spec.logits_width,
-                            confidence=spec.confidence)
+                            confidence=spec.confidence, weights=spec.weights)
 
 
 def _write(store: Any, run: Any, source: Source, spec: RunSpec, summary: TraceSummary, show: bool) -> None:
@@ -131,9 +133,11 @@ def _write(store: Any, run: Any, source: Source, spec: RunSpec, summary: TraceSu
         summary.seconds = time.perf_counter() - started
         summary.status = status
         summary.routes = writer.routes_written
+        final = getattr(source, "final_config", None)
         store.set_status(run.run_id, status, last_summary={
             "documents": summary.documents, "skipped": summary.skipped, "tokens": summary.tokens,
-            "seconds": round(summary.seconds, 3), "notes": list(source.notes)})
+            "seconds": round(summary.seconds, 3), "notes": list(source.notes)},
+            **(final() if final is not None and status == "complete" else {}))
 
 
 def _close_quietly(writer: Any) -> None:

@@ -67,7 +67,15 @@ class TransformersSource:
 
     @property
     def total(self) -> int:
-        return len(self.docs) if self.cfg.max_docs is None else min(self.cfg.max_docs, len(self.docs))
+        """Documents this run covers: the first ``max_docs``, then this shard's share of them."""
+        first = len(self.docs) if self.cfg.max_docs is None else min(self.cfg.max_docs, len(self.docs))
+        if self.cfg.shard is None:
+            return first
+        index, count = self.cfg.shard
+        return len(range(index, first, count))
+
+    def _mine(self, doc_id: int) -> bool:
+        return self.cfg.shard is None or doc_id % self.cfg.shard[1] == self.cfg.shard[0]
 
     @property
     def notes(self) -> list[str]:
@@ -88,14 +96,15 @@ class TransformersSource:
         cfg = self.cfg
         if cfg.remote:
             return load_remote_model(cfg.model, revision=cfg.revision)
-        return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision, tokenizer=cfg.tokenizer)
+        return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision, tokenizer=cfg.tokenizer,
+                          device_map=cfg.device_map, max_memory=cfg.max_memory, offload_folder=cfg.offload_folder)
 
     def _spec(self) -> RunSpec:
         plan, cfg, loaded = self.plan, self.cfg, self.loaded
         meta = plan.model.metadata()
         meta["sites"] = [s.as_dict() for s in plan.sites]
         config = {"options": {"batch_size": cfg.batch_size, "device": loaded.device, "backend": cfg.backend,
-                              "capture": cfg.capture},
+                              "capture": cfg.capture, "device_map": cfg.device_map},
                   "windows": plan.windows_meta(),
                   "source": {"kind": self.kind, "weights": True, "token_text": self.docs.has_text,
                              "token_ids": True, "per_token": cfg.mode == "routes"},
@@ -161,7 +170,8 @@ class TransformersSource:
         cfg = self.cfg
         batcher = Batcher(cfg.batch_size)
         budget = float("inf") if cfg.max_tokens is None else cfg.max_tokens - done_tokens
-        todo = (doc for doc in self.docs.iter_documents(0, self.total) if doc.doc_id not in done)
+        first = len(self.docs) if cfg.max_docs is None else min(cfg.max_docs, len(self.docs))
+        todo = (doc for doc in self.docs.iter_documents(0, first) if doc.doc_id not in done and self._mine(doc.doc_id))
         for chunk in _chunks(todo, _CHUNK):
             for doc, ids, texts in _tokenize(chunk, self.loaded.tokenizer):
                 row = {"doc_id": doc.doc_id, "domain": doc.domain, "language": doc.language,

@@ -87,6 +87,7 @@ class RunSpec:
     table_k: int
     logits_width: int | None = None
     confidence: bool = False
+    weights: bool = True  # the source records gate weights (engines usually do not: routes.weight is NULL)
 
 
 @dataclass

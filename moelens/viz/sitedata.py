@@ -145,7 +145,9 @@ def _experts(routing: Any, texts: list[str], load_frame: Any, caps: SiteCaps, op
 
     vopt = VocabularyOptions(min_count=options.vocabulary.min_count, top_tokens=caps.top_tokens,
                              min_pair_count=options.vocabulary.min_pair_count, seed=options.vocabulary.seed)
-    top = expert_top_tokens(routing, None, None, vopt)
+    from moelens.analysis.report import unavailable
+
+    top = pl.DataFrame() if "vocabulary" in unavailable(routing.config) else expert_top_tokens(routing, None, None, vopt)
     first_text: dict[int, str] = {}
     for i, t in zip(routing.token_id.tolist(), texts):
         first_text.setdefault(i, t)
@@ -207,7 +209,8 @@ def run_data(store: Any, run_id: str, caps: SiteCaps = SiteCaps(), options: Any 
     data = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "run": {**info, "layers": [int(x) for x in routing.layers], "tokens": routing.num_tokens,
-                "documents": int(routing.documents.height), "has_weights": routing.weights is not None},
+                "documents": int(routing.documents.height), "has_weights": routing.weights is not None,
+                "unavailable": report.data.get("unavailable", {})},
         "options": {**report.data["options"], "overloaded": caps.overloaded},
         "caps": asdict(caps), "baselines": report.data["baselines"],
         "layers": layers,
