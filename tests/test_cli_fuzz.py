@@ -45,6 +45,11 @@ def _base(ws: Path) -> dict[str, list[str]]:
         "runs": [str(ws / "runs.duckdb")],
         "families": [],
         "demo": ["--out", str(ws / "demo"), "--max-docs", "2", "--no-site", "--no-progress", "--checkpoints", "main"],
+        "import": ["vllm", str(ws / "vllm.jsonl"), "--out", str(ws / "new.duckdb"), "--num-experts", "8",
+                   "--no-progress"],
+        "merge": [str(ws / "runs.duckdb"), "--out", str(ws / "merged.duckdb"), "--run", "a", "--no-progress"],
+        "serving": [str(ws / "runs.duckdb"), "--run", "a", "--ep", "2"],
+        "upgrade": [str(ws / "runs.duckdb")],
     }
 
 
@@ -135,6 +140,10 @@ def ws(tmp_path_factory, tiny_model_dir) -> Path:
     save_routing(from_arrays(e % 4, num_experts=4, doc_id=doc, documents=docs, token_id=tokens), db, run_id="e4")
     moelens.trace(str(ws / "model"), str(data), out=str(db), run_id="s", mode="stats", progress=False)
     (ws / "notes.txt").write_text("hello")
+    # a vLLM RequestOutput as JSON (prompt ids, completion ids, one routed_experts row per routed token, 4 layers)
+    routed = [[[int(x) for x in rng.choice(8, 2, replace=False)] for _ in range(4)] for _ in range(5)]
+    (ws / "vllm.jsonl").write_text(json.dumps({"request_id": "r0", "prompt_token_ids": [1, 2, 3], "outputs": [
+        {"index": 0, "token_ids": [4, 5, 6], "routed_experts": routed}]}) + "\n")
     (ws / "empty").mkdir()
     con = duckdb.connect(str(ws / "other.duckdb"))
     con.execute("CREATE TABLE t (x INTEGER)")
@@ -166,7 +175,7 @@ def _check(ws: Path, argv: list[str], capsys, monkeypatch) -> None:
     if code == 0:  # a valid value: let the next case start from the same workspace
         for path in set(after) - set(before):
             Path(path).unlink()
-        for folder in ("pq", "demo", "bogus"):
+        for folder in ("pq", "demo", "bogus", "placement"):
             shutil.rmtree(ws / folder, ignore_errors=True)
         return
     assert code == 2, err

@@ -192,12 +192,11 @@ def test_a_source_without_gate_weights_loads_them_as_none(tmp_path):
     con.execute("UPDATE runs SET config = ?", [json.dumps(config)])
     con.close()
     run = load_any(db, weights=True, token_text=True)
-    assert isinstance(run, RunRouting) and run.weights is None and run.tokens is None
-    assert Source.of(run.config).lacks("weights") == "unavailable: the vllm source recorded no gate weights"
-    assert Source.of({}).lacks("weights") is None  # no source key: a transformers trace with everything
+    assert isinstance(run, RunRouting) and run.weights is None and run.tokens is None  # None, never zeros
+    assert Source.of(run.config).weights is False and Source.of({}).weights  # no source key: everything recorded
     with moelens.open(db) as t:
-        header = t.report().data["run"]
-    assert header["source"] == "vllm" and set(header["unavailable"]) == {"weights", "token_text"}
+        data = t.report().data
+    assert data["source"]["kind"] == "vllm" and {"weights", "token_text"} <= set(data["unavailable"])
 
 
 def test_upgrading_a_schema_1_database_widens_doc_id(tmp_path, capsys):
@@ -224,3 +223,21 @@ def test_upgrading_a_schema_1_database_widens_doc_id(tmp_path, capsys):
     back = load_routing(db)
     np.testing.assert_array_equal(back.experts, e)
     assert back.doc_id.tolist() == doc.tolist()
+
+
+def test_parquet_export_carries_the_full_share_matrix(tmp_path, capsys):
+    """The OLMoE share matrix, every cell, beside the Parquet dataset: the same numbers as the API."""
+    import polars as pl
+
+    db = tmp_path / "s.duckdb"
+    _two_runs(db)
+    out = tmp_path / "pq"
+    assert main(["export", str(db), "--parquet", str(out)]) == 0
+    assert "share_matrix" in capsys.readouterr().out
+    table = pl.read_parquet(str(out / "analysis" / "share_matrix" / "*.parquet"))
+    assert set(table["run_id"]) == {"done", "cut"} and set(table["label"]) == {"domain", "position"}
+    with moelens.open(db) as t:
+        api = t.share_matrix("domain", run="done")
+    mine = table.filter((pl.col("run_id") == "done") & (pl.col("label") == "domain")).drop("run_id")
+    assert mine.sort("layer", "value", "expert").equals(api.sort("layer", "value", "expert"))
+    assert mine.height == 2 * 2 * 6  # layers x values x experts: every cell

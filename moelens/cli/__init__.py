@@ -63,10 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     from moelens.cli._errors import flag_names
 
     every: dict[str, str] = {}
-    for command in sub.choices.values():  # a name another command has a flag for is spelled as that flag
-        every.update({k: v for k, v in flag_names(command).items() if v.startswith("--")})
-    for command in sub.choices.values():
-        command.set_defaults(flags={**every, **flag_names(command)})
+    own: dict[str, dict[str, str]] = {}
+    for name, command in sub.choices.items():  # a name another command has a flag for is spelled as that flag
+        # a command module may map option fields whose names differ from its flags (OPTION_FLAGS)
+        own[name] = {**flag_names(command), **getattr(import_module(f"moelens.cli.{COMMANDS[name]}"), "OPTION_FLAGS", {})}
+        every.update({k: v for k, v in own[name].items() if v.startswith("--")})
+    for name, command in sub.choices.items():
+        command.set_defaults(flags={**every, **own[name]})
     return parser
 
 

@@ -26,7 +26,7 @@ ENGINES = ("vllm", "sglang", "sglang-dump", "megatron", "trtllm")  # moelens.sou
 
 
 def add_parser(sub, formatter) -> None:
-    from moelens.cli.trace import _layers
+    from moelens.cli._types import layer_list as _layers
 
     p = sub.add_parser("import", help="import routing recorded by vLLM, SGLang, Megatron-Core or TensorRT-LLM",
                        formatter_class=formatter, description=__doc__, epilog=EXAMPLES)
@@ -55,7 +55,7 @@ def add_parser(sub, formatter) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from moelens.cli._console import console as Console  # piped output keeps full width
 
     from moelens import sources
     from moelens.sources import ImportOptions

@@ -23,7 +23,7 @@ def add_parser(sub, formatter) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from moelens.cli._console import console as Console  # piped output keeps full width
 
     from moelens.errors import StoreError
     from moelens.pipeline.shards import find_shards

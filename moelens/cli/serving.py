@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from moelens.cli.trace import _layers
+from moelens.cli._types import layer_list as _layers
 
 EXAMPLES = """examples:
   moelens serving runs.duckdb
@@ -29,6 +29,12 @@ def _csv(cast):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
     return parse
+
+
+# ServingOptions field -> the flag that sets it, where the names differ (error messages use the flag)
+OPTION_FLAGS = {"num_groups": "--groups", "num_nodes": "--nodes", "capacity_factors": "--cf",
+                "capacity_tokens": "--cf-tokens", "cache_sizes": "--cache", "batch_sizes": "--batch",
+                "sections": "--only"}
 
 
 def add_parser(sub, formatter) -> None:
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, allow_nan=False) + "\n")
     else:
-        from rich.console import Console
+        from moelens.cli._console import console as Console  # piped output keeps full width
 
         render(report.to_dict(), Console())
     if args.timings:

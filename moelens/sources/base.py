@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from moelens.errors import ConfigError, EngineFormatError
+from moelens.errors import ConfigError, EngineFormatError, option
 
 __all__ = ["ImportOptions", "ImportSpec", "Doc", "ImportedRun", "logical_ids", "moe_layer_mask", "parse_layers",
            "SOURCE_KINDS"]
@@ -89,15 +89,20 @@ class ImportOptions:
     placement: str | None = None
 
     def __post_init__(self) -> None:
+        limits = {"num_experts": 32767, "top_k": 32767, "world_size": 1 << 20}  # expert ids are int16
         for name in ("num_experts", "top_k", "world_size"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
-        if self.fused_shared_experts < 0 or self.micro_batch_size < 1:
-            raise ConfigError("fused_shared_experts must be >= 0 and micro_batch_size >= 1.")
+            if value is not None and (not isinstance(value, (int, np.integer)) or not 1 <= value <= limits[name]):
+                raise ConfigError(f"{option(name)} must be an integer from 1 to {limits[name]:,}, got {value!r}.")
+        if self.fused_shared_experts < 0:
+            raise ConfigError(f"{option('fused_shared_experts')} must be >= 0, got {self.fused_shared_experts}.")
+        if self.micro_batch_size < 1:
+            raise ConfigError(f"{option('micro_batch_size')} must be >= 1, got {self.micro_batch_size}.")
         if self.ranks not in _RANKS:
-            raise ConfigError(f"ranks must be one of {', '.join(_RANKS)}, got {self.ranks!r}.")
+            raise ConfigError(f"{option('ranks')} must be one of {', '.join(_RANKS)}, got {self.ranks!r}.")
         object.__setattr__(self, "moe_layers", parse_layers(self.moe_layers))
+        if self.moe_layers is not None and (not self.moe_layers or min(self.moe_layers) < 0):
+            raise ConfigError(f"{option('moe_layers')} must be layer indices >= 0, got {self.moe_layers!r}.")
         object.__setattr__(self, "sentinels", tuple(int(x) for x in self.sentinels))
         if self.physical_to_logical is not None:
             p2l = np.asarray(self.physical_to_logical)

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moelens.errors import ConfigError
+from moelens.errors import ConfigError, option
 
 __all__ = ["ServingOptions", "SECTIONS"]
 
 SECTIONS = ("placement", "capacity", "cache", "prefetch", "coverage")
 
 
+MAX_COUNT = 1 << 30  # GPUs, experts, tokens or documents per batch: beyond this a value is a typo
+
+
 def _ints(name: str, values, minimum: int = 1) -> tuple[int, ...]:
     out = tuple(int(v) for v in values)
-    if not out or any(v < minimum for v in out):
-        raise ConfigError(f"{name} must be integers >= {minimum}, got {values!r}.")
+    if not out or any(not minimum <= v <= MAX_COUNT for v in out):
+        raise ConfigError(f"{option(name)} must be integers from {minimum} to {MAX_COUNT:,}, got {values!r}.")
     return out
+
+
+def _count(name: str, value, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_COUNT:
+        raise ConfigError(f"{option(name)} must be an integer from {minimum} to {MAX_COUNT:,}, got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -60,25 +68,24 @@ class ServingOptions:
         object.__setattr__(self, "ep", _ints("ep", self.ep))
         if self.replicas is not None:
             object.__setattr__(self, "replicas", _ints("replicas", self.replicas, 0))
-        if self.num_groups < 1 or self.num_nodes < 1:
-            raise ConfigError("num_groups and num_nodes must be positive integers.")
+        _count("num_groups", self.num_groups)
+        _count("num_nodes", self.num_nodes)
         cfs = tuple(float(c) for c in self.capacity_factors)
-        if not cfs or any(not c > 0 for c in cfs):
-            raise ConfigError(f"capacity factors must be positive, got {self.capacity_factors!r}.")
+        if not cfs or any(not 0 < c < float("inf") for c in cfs):
+            raise ConfigError(f"{option('capacity_factors')} must be positive and finite, got {self.capacity_factors!r}.")
         object.__setattr__(self, "capacity_factors", cfs)
         object.__setattr__(self, "capacity_tokens", _ints("capacity_tokens", self.capacity_tokens))
         if self.cache_sizes is not None:
-            object.__setattr__(self, "cache_sizes", _ints("cache sizes", self.cache_sizes))
-        if self.cache_batch < 1:
-            raise ConfigError(f"cache_batch must be a positive integer, got {self.cache_batch}.")
-        object.__setattr__(self, "batch_sizes", _ints("batch sizes", self.batch_sizes))
-        if self.expert_bytes is not None and self.expert_bytes <= 0:
-            raise ConfigError(f"expert_bytes must be positive, got {self.expert_bytes}.")
+            object.__setattr__(self, "cache_sizes", _ints("cache_sizes", self.cache_sizes))
+        _count("cache_batch", self.cache_batch)
+        object.__setattr__(self, "batch_sizes", _ints("batch_sizes", self.batch_sizes))
+        if self.expert_bytes is not None and (not isinstance(self.expert_bytes, int) or self.expert_bytes <= 0):
+            raise ConfigError(f"{option('expert_bytes')} must be a positive integer, got {self.expert_bytes}.")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(sorted({int(x) for x in self.layers})))
         unknown = [s for s in self.sections if s not in SECTIONS]
         if unknown:
             raise ConfigError(f"unknown section {unknown[0]!r}; sections: {', '.join(SECTIONS)}.")
         object.__setattr__(self, "sections", tuple(self.sections))
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"workers must be a positive integer, got {self.workers}.")
+        if self.workers is not None and (not isinstance(self.workers, int) or not 1 <= self.workers <= 64):
+            raise ConfigError(f"{option('workers')} must be an integer from 1 to 64, got {self.workers}.")
