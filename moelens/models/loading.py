@@ -184,7 +184,7 @@ def _placement(device_map: str | None, max_memory: dict[str, str] | None, offloa
     try:
         import accelerate  # noqa: F401
     except ImportError:
-        raise ConfigError("--device-map needs accelerate: pip install 'moelens[bigmodel]'.") from None
+        raise ConfigError(f"{option('device_map')} needs accelerate: pip install 'moelens[bigmodel]'.") from None
     out: dict[str, Any] = {"device_map": device_map}
     if max_memory:
         out["max_memory"] = {int(k) if str(k).isdigit() else k: int(v) if str(v).isdigit() else v

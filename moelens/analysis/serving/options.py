@@ -72,7 +72,8 @@ class ServingOptions:
         _count("num_nodes", self.num_nodes)
         cfs = tuple(float(c) for c in self.capacity_factors)
         if not cfs or any(not 0 < c < float("inf") for c in cfs):
-            raise ConfigError(f"{option('capacity_factors')} must be positive and finite, got {self.capacity_factors!r}.")
+            raise ConfigError(f"capacity factors ({option('capacity_factors')}) must be positive and finite, got"
+                              f" {self.capacity_factors!r}.")
         object.__setattr__(self, "capacity_factors", cfs)
         object.__setattr__(self, "capacity_tokens", _ints("capacity_tokens", self.capacity_tokens))
         if self.cache_sizes is not None:
