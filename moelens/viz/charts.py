@@ -9,8 +9,10 @@ from the same Vega-Lite spec as the dashboard (:mod:`moelens.viz.specs`)::
     load_heatmap(cap.load(), num_experts=cap.metadata["num_experts"])   # inside a notebook capture
 
 Altair is imported when a function is called (the ``viz`` extra). Charts carry their data inline.
-Jupyter's default Altair renderer loads Vega from a CDN; for offline notebooks enable the inline
-renderer once: ``alt.renderers.enable("html", template="inline")``.
+They render offline in JupyterLab, Notebook, VS Code and nbconvert HTML through the renderer of
+:mod:`moelens.viz.jupyter`, which the first chart enables while Altair still has its CDN-loading
+``default`` renderer (``moelens.viz.enable_offline_renderer()`` enables it explicitly, for any
+Altair chart; a renderer chosen with ``alt.renderers.enable(...)`` is left alone).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def to_altair(spec: dict[str, Any]) -> Any:
         import altair as alt
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ConfigError("charts need Altair: pip install 'moelens[viz]'.") from exc
+    from moelens.viz.jupyter import ensure_offline_renderer
+
+    ensure_offline_renderer()
     for key, cls in (("hconcat", alt.HConcatChart), ("vconcat", alt.VConcatChart), ("concat", alt.ConcatChart),
                      ("layer", alt.LayerChart), ("facet", alt.FacetChart), ("repeat", alt.RepeatChart)):
         if key in spec:
