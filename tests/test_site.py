@@ -340,3 +340,31 @@ def test_cli_export_site(traced, tmp_path):
     assert out.returncode == 0, out.stderr
     assert str(tmp_path / "cli" / "index.html") in out.stdout
     assert (tmp_path / "cli" / "data" / "run-0.js").is_file()
+
+
+def test_dashboard_glossary_and_docs_glossary_agree_and_the_page_keeps_one_word_per_concept():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    js = (root / "web" / "glossary.js").read_text(encoding="utf-8")
+    md = (root / "docs" / "glossary.md").read_text(encoding="utf-8")
+    block = js[js.index("M.GLOSSARY = ["):js.index("M.views.glossary")]
+    js_terms = re.findall(r'^\s+\["([^"]+)", "', block, flags=re.M)
+    md_terms = []
+    for section in md.split("\n## ")[1:]:
+        if section.startswith(("Abbreviations",)):
+            continue
+        body = section.split("\n### ")[0]
+        md_terms += [row.split(" | ")[0][2:].replace("\\|", "|") for row in body.splitlines()
+                     if row.startswith("| ") and not row.startswith(("| term", "|---"))]
+    assert js_terms and js_terms == md_terms
+    for name in ("CONVENTIONS", "SCORING_GROUPS"):
+        table = js[js.index(f"M.{name} = {{"):]
+        codes = re.findall(r'^\s+"([A-Z]\+?\d?)": "', table[:table.index("};")], flags=re.M)
+        assert codes and all(f"\n| {code} | " in md for code in codes)
+    # the page's own words: load (not "share of the layer"), slot (not "rank"), fair load
+    pages = "".join((root / "web" / f).read_text(encoding="utf-8") for f in
+                    ("overview.js", "heatmaps.js", "tokens.js", "card.js", "core.js", "tokentext.js", "palette.js"))
+    strings = " ".join(re.findall(r'"[^"\n]*"|`[^`]*`', pages))
+    for banned in (r"\brank\b", r"share of the layer", r"fair share", r"\bchoice \d"):
+        assert not re.search(banned, strings), banned

@@ -190,7 +190,7 @@ def cells(page, chart: str) -> list:
 
 
 def visible(text: str) -> str:
-    """What a token shows in the default mode: text as is, the bytes of a cut character in hex."""
+    """What a token shows in "bytes" mode: text as is, the bytes of a cut character in hex."""
     from moelens.tokentext import parts
 
     return "".join(p if isinstance(p, str) else " ".join(f"{b:02x}" for b in p) for p in parts(text))
@@ -342,7 +342,7 @@ def test_every_token_of_a_chinese_document_is_visible_and_hoverable(session, sit
     page = session.page
     session.open("view=tokens&run=0", "#doc-select")
     index = next(o.get_attribute("value") for o in page.query_selector_all("#doc-select option") if "zh" in o.text_content())
-    session.open(f"view=tokens&run=0&doc={index}", "#token-text")
+    session.open(f"view=tokens&run=0&doc={index}&cut=bytes", "#token-text")
     doc_id = int(page.get_attribute("#token-text", "data-doc"))
     texts = [t for (t,) in sql(db, "SELECT token FROM tokens WHERE run_id = 'tiny' AND doc_id = ? ORDER BY pos", [doc_id])]
     spans = page.query_selector_all("#token-text .tok")
@@ -358,8 +358,8 @@ def test_every_token_of_a_chinese_document_is_visible_and_hoverable(session, sit
         spans[i].hover()
         page.wait_for_selector(f'#route-table[data-pos="{i}"]')
         assert any(ch in page.text_content(".frag-note") for ch in CHINESE)
-    # character mode: the character on the token holding its first byte, ◌ on the others; the text reads on
-    session.open(f"view=tokens&run=0&doc={index}&cut=chars", "#token-text")
+    # character mode (the default): the character on the token holding its first byte, ◌ on the others
+    session.open(f"view=tokens&run=0&doc={index}", "#token-text")
     shown = page.text_content("#token-text")
     assert shown.replace("◌", "") == CHINESE * 2 and shown.count("◌") == sum(t.startswith("<0x") and
                                                                               not t.startswith(("<0xE", "<0xF")) for t in texts)

@@ -44,7 +44,7 @@
         : null;
       return el("div", {class: "context"}, line,
         el("div", {class: "small muted"}, `document #${c.doc_id}, position ${c.pos} · ` +
-          (run.run.has_weights ? `gate weight ${fmt.num(c.weight, 3)}, ` : "") + `slot ${c.slot + 1} `, open));
+          (run.run.has_weights ? `gate weight ${fmt.num(c.weight, 3)}, ` : "") + `slot ${c.slot} `, open));
     }));
   }
 
@@ -124,8 +124,8 @@
       el("dt", null, "routed choices"), el("dd", null, fmt.int(x.count)),
       el("dt", {title: "load: the expert's fraction of the layer's routed choices"}, "load"),
       el("dd", null, `${fmt.pct(x.load, 2)} of the layer (fair load 1/E = ${fmt.pct(base.share, 2)})`),
-      el("dt", {title: "utilization: load / fair load"}, "utilization"), el("dd", null, `${fmt.num(x.utilization)} × the fair load`),
-      el("dt", {title: "routed choices in slot 1 (the router's first choice)"}, "first choices (slot 1)"), el("dd", null, fmt.int(x.first_choice)),
+      el("dt", {title: "utilization: load / fair load"}, "utilization"), el("dd", null, `${fmt.util(x.utilization)} × the fair load`),
+      el("dt", {title: "routed choices in slot 0 (the router's first choice)"}, "first choices (slot 0)"), el("dd", null, fmt.int(x.first_choice)),
       el("dt", null, "mean gate weight"), el("dd", null, weights ? fmt.num(x.weight_mean, 3) : M.unavailable(run, "weights")));
     const partners = x.partners.length
       ? el("div", {class: "partners"}, x.partners.map((p) => M.chip(p.expert, `${fmt.pct(p.conditional, 0)}`, () => M.openExpert(layer, p.expert))),

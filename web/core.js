@@ -38,6 +38,8 @@
     num: (x, d = 2) => (isNum(x) ? x.toFixed(d) : "–"),
     pct: (x, d = 1) => (isNum(x) ? (100 * x).toFixed(d) + "%" : "–"),
     sci: (x) => (isNum(x) ? (x !== 0 && Math.abs(x) < 1e-3 ? x.toExponential(1) : x.toPrecision(2)) : "–"),
+    /** utilization: two decimals, but a small non-zero value never reads as 0.00 */
+    util: (x) => (isNum(x) ? (x > 0 && x < 0.005 ? "<0.01" : x.toFixed(2)) : "–"),
   };
 
   // ---- untrusted text --------------------------------------------------------------------------

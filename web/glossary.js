@@ -33,8 +33,8 @@
   M.GLOSSARY = [
     ["Routing", [
       ["routed choice", "One token sent to one expert at one layer: a top-k router makes k routed choices per token."],
-      ["slot", "The position of a routed choice in the router's top-k: slot 1 is the first choice. (Not “rank”.)"],
-      ["first choice", "The routed choice in slot 1."],
+      ["slot", "The position of a routed choice in the router's top-k, counted from 0: slot 0 is the first choice. (Not “rank”; the routes table's column is still called rank.)"],
+      ["first choice", "The routed choice in slot 0."],
       ["gate weight", "The weight the router gives a chosen expert (its output is scaled by it). Unavailable for sources that record none."],
       ["shared expert", "An expert every token goes through, outside the routing; not counted in loads."],
     ]],
@@ -77,7 +77,7 @@
     ]],
     ["Token text", [
       ["token text", "The text a token holds. Byte-level tokenizers cut some characters into several tokens; each such token holds some bytes of the character."],
-      ["<0xE7>", "Stored text of a byte a token holds of a cut character (the byte-fallback notation); the dashboard shows the bytes (e7 8e) or, in “character” mode, the character on the token with its first byte and ◌ on the others; hover for the whole character."],
+      ["<0xE7>", "Stored text of a byte a token holds of a cut character (the byte-fallback notation). The dashboard shows the character on the token holding its first byte and ◌ on the others, dashed as partial, or (switch “cut characters”) the bytes in hex (e7 8e); hover for the whole character."],
       ["⟨id⟩", "A token shown by its id: the run's source recorded no token text."],
       ["…", "A long token cut for display; hover for the full text."],
     ]],

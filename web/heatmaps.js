@@ -27,7 +27,7 @@
     const hi = Math.max(...utils), lo = Math.min(...utils);
     const clipped = run.experts.filter((x) => x.utilization > 8 || x.utilization < 0.125).length;
     const flagged = run.experts.filter((x) => x.dead || x.overloaded);
-    const chips = (xs) => (xs.length ? xs.map((x) => M.chip(x.expert, fmt.num(x.utilization), () => M.openExpert(x.layer, x.expert))) : "–");
+    const chips = (xs) => (xs.length ? xs.map((x) => M.chip(x.expert, fmt.util(x.utilization), () => M.openExpert(x.layer, x.expert))) : "–");
     const rows = run.layers.map((l) => {
       const mine = run.experts.filter((x) => x.layer === l.layer);
       return el("tr", {dataset: {layer: l.layer}}, el("td", null, l.layer),
@@ -38,7 +38,7 @@
     main.append(M.section("Layer × expert load",
       el("p", {class: "small muted"}, `Colour: utilization = the expert's load (its fraction of the layer's routed choices) / the fair load 1/E; ` +
         `1 (white) = fair, blue = under-used, orange = over-used, log scale. The colour stops at ⅛ and 8 (legend: ≤ ⅛, ≥ 8); ` +
-        `utilization here runs from ${fmt.num(lo)} to ${fmt.num(hi)}` + (clipped ? `, ${clipped} cell${clipped === 1 ? "" : "s"} beyond the clip` : "") +
+        `utilization here runs from ${fmt.util(lo)} to ${fmt.util(hi)}` + (clipped ? `, ${clipped} cell${clipped === 1 ? "" : "s"} beyond the clip` : "") +
         `. Click a cell for the expert card.`),
       chart));
     main.append(M.section(`Flagged experts (${flagged.length} of ${run.experts.length})`,

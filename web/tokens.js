@@ -81,27 +81,24 @@
     function show(index, query) {
       M.clear(results);
       const q = query.trim();
-      if (!q) {
-        if (find !== null) {
-          const j = index.ids.indexOf(find);
-          if (j >= 0) results.append(docLinks(index, j));
+      const picked = find !== null ? index.ids.indexOf(find) : -1;
+      if (q) {
+        const idQuery = /^#?\d+$/.test(q) ? Number(q.replace("#", "")) : null;
+        const lower = q.toLowerCase();
+        const hits = [];
+        for (let j = 0; j < index.ids.length; j++) {
+          if (index.ids[j] === idQuery || index.match[j].includes(q) || index.match[j].toLowerCase().includes(lower)) hits.push(j);
         }
-        return;
+        hits.sort((a, b) => (index.ids[b] === idQuery) - (index.ids[a] === idQuery) || index.count[b] - index.count[a] || index.ids[a] - index.ids[b]);
+        results.append(el("p", {class: "small muted"}, `${fmt.int(hits.length)} token${hits.length === 1 ? "" : "s"} match`,
+          hits.length > MAX_RESULTS ? ` (the ${MAX_RESULTS} most frequent shown)` : "", ". Pick one to see its documents."));
+        results.append(el("ol", {class: "search-hits"}, hits.slice(0, MAX_RESULTS).map((j) => el("li", {dataset: {tokenId: index.ids[j]}},
+          el("button", {type: "button", class: "hit" + (index.ids[j] === find ? " on" : ""),
+                        on: {click: () => M.go({find: index.ids[j], q: null})}},
+            M.tokenNode(index.views[j], {cls: "token-box", visible: M.showToken}),
+            el("span", {class: "small muted"}, ` id ${index.ids[j]} · ${fmt.int(index.count[j])}× in ${fmt.int(index.docs[j].length / 2)} docs`))))));
       }
-      const idQuery = /^#?\d+$/.test(q) ? Number(q.replace("#", "")) : null;
-      const lower = q.toLowerCase();
-      const hits = [];
-      for (let j = 0; j < index.ids.length; j++) {
-        if (index.ids[j] === idQuery || index.match[j].includes(q) || index.match[j].toLowerCase().includes(lower)) hits.push(j);
-      }
-      hits.sort((a, b) => (index.ids[b] === idQuery) - (index.ids[a] === idQuery) || index.count[b] - index.count[a] || index.ids[a] - index.ids[b]);
-      results.append(el("p", {class: "small muted"}, `${fmt.int(hits.length)} token${hits.length === 1 ? "" : "s"} match`,
-        hits.length > MAX_RESULTS ? ` (the ${MAX_RESULTS} most frequent shown)` : "", ". Pick one to see its documents."));
-      results.append(el("ol", {class: "search-hits"}, hits.slice(0, MAX_RESULTS).map((j) => el("li", {dataset: {tokenId: index.ids[j]}},
-        el("button", {type: "button", class: "hit" + (index.ids[j] === find ? " on" : ""),
-                      on: {click: () => M.go({find: index.ids[j], q: null})}},
-          M.tokenNode(index.views[j], {cls: "token-box", visible: M.showToken}),
-          el("span", {class: "small muted"}, ` id ${index.ids[j]} · ${fmt.int(index.count[j])}× in ${fmt.int(index.docs[j].length / 2)} docs`))))));
+      if (picked >= 0) results.append(docLinks(index, picked));
     }
 
     let timer = null;
@@ -113,8 +110,8 @@
     }).catch((err) => M.error(err.message || String(err)));
     input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(run_, 120); });
     if (st.q || find !== null) run_();
-    return el("div", {class: "search"}, el("label", null, "find ", input),
-      find !== null ? el("button", {type: "button", on: {click: () => M.go({find: null})}}, "clear highlight") : null, results);
+    return el("div", {class: "search"}, el("div", {class: "controls"}, el("label", null, "find ", input),
+      find !== null ? el("button", {type: "button", on: {click: () => M.go({find: null})}}, "clear highlight") : null), results);
   }
 
   function legend(run, layer, counts, colors) {
@@ -122,7 +119,7 @@
     const colored = colors ? ranked.filter(([e]) => colors.has(e)) : ranked;
     const others = colors ? ranked.filter(([e]) => !colors.has(e)) : [];
     return el("div", {class: "legend", id: "token-legend"},
-      el("span", {class: "small muted"}, `first-choice (slot 1) experts at layer ${layer}: `),
+      el("span", {class: "small muted"}, `first-choice (slot 0) experts at layer ${layer}: `),
       colored.map(([e, n]) => M.chip(e, `${n}`, () => M.openExpert(layer, e), colors)),
       others.length ? el("div", {class: "legend-others small"},
         el("span", {class: "muted"}, `grey: ${others.length} other expert${others.length === 1 ? "" : "s"} (${run.run.num_experts} experts are too many ` +
@@ -145,8 +142,8 @@
     const layerSelect = el("select", {id: "layer-select", "aria-label": "layer", on: {change: (ev) => M.go({layer: ev.target.value})}},
       layers.map((l) => el("option", {value: l, selected: l === layer}, `layer ${l}`)));
     const cutSelect = el("select", {id: "cut-select", "aria-label": "cut characters", on: {change: (ev) => M.go({cut: ev.target.value})}},
-      el("option", {value: "bytes", selected: M.cutMode === "bytes"}, "as bytes (e7 8e)"),
-      el("option", {value: "chars", selected: M.cutMode === "chars"}, "as the character + ◌"));
+      el("option", {value: "chars", selected: M.cutMode === "chars"}, "the character, then ◌"),
+      el("option", {value: "bytes", selected: M.cutMode === "bytes"}, "their bytes (e7 8e)"));
 
     const counts = new Map();
     for (let t = 0; t < T; t++) {
@@ -199,7 +196,7 @@
       el("p", {class: "small muted", id: "doc-meta"},
         M.bdi(doc.domain || "–"), " · ", M.bdi(doc.language || "–"), " · source ", M.bdi(doc.source || "–"),
         ` · showing ${T} of ${doc.n_tokens} tokens` + (T < doc.n_tokens ? ` (the site keeps at most ${run.caps.max_doc_tokens} per document)` : "") +
-        `. Colour: the token's first-choice (slot 1) expert at layer ${layer}. Documents: ${fmt.int(docs.length)} of ${fmt.int(run.run.documents)} exported` +
+        `. Colour: the token's first-choice (slot 0) expert at layer ${layer}. Documents: ${fmt.int(docs.length)} of ${fmt.int(run.run.documents)} exported` +
         (docs.length < run.run.documents ? ` (at most ${run.caps.max_docs})` : "") + "." +
         (fragments ? ` ${fragments} tokens hold part of a character (dashed; hover for the character).` : "") +
         (find !== null ? ` Highlighted: ${found} occurrence${found === 1 ? "" : "s"} of token id ${find}.` : "")),
@@ -220,7 +217,7 @@
     if (!run.run.has_token_text) {
       main.append(el("p", {class: "small muted"}, M.unavailable(run, "token_text") + " Tokens are shown by id (⟨id⟩)."));
     }
-    M.cutMode = st.cut === "chars" ? "chars" : "bytes";
+    M.cutMode = st.cut === "bytes" ? "bytes" : "chars";
     const runIndex = Number(main.dataset.run);
     const di = Math.min(Math.max(Number(st.doc) || 0, 0), docs.length - 1);
     const mine = M.generation;

@@ -2,9 +2,10 @@
  *
  * A token's view (docs/site-data.md) is its stored text, or - where a byte-level token holds only
  * some bytes of a character - a list of text parts and fragments [hex bytes, whole character or null,
- * first byte index, bytes in the character]. Every token gets visible text: a fragment shows its bytes
- * ("bytes" mode) or, in "chars" mode, the character on the token holding its first byte and ◌ on the
- * others; hovering gives the whole character, its code point and bytes. Tokens are bidi-isolated
+ * first byte index, bytes in the character]. Every token gets visible text: a fragment shows, in "chars"
+ * mode (the default), the character on the token holding its first byte and ◌ on the others, dashed
+ * as partial; in "bytes" mode its bytes in hex; hovering gives the whole character, its code point and
+ * bytes. Tokens are bidi-isolated
  * (an unterminated RIGHT-TO-LEFT OVERRIDE cannot reorder what follows) and long ones cut (…) with the
  * full text on hover.
  */
@@ -13,7 +14,7 @@
   const M = window.Moelens;
 
   M.MAX_TOKEN_CHARS = 40;
-  M.cutMode = "bytes";  // "bytes" | "chars"; the token view's switch sets it (#cut=...)
+  M.cutMode = "chars";  // "chars" | "bytes"; the token view's switch sets it (#cut=...)
 
   const codePoints = (s) => Array.from(String(s));
   const utf8hex = (ch) => Array.from(new TextEncoder().encode(ch), (b) => b.toString(16).padStart(2, "0")).join(" ");

@@ -63,7 +63,7 @@ def _need(frame: Any, columns: Iterable[str], what: str) -> None:
 
 def load_heatmap(load: Any, *, num_experts: int | None = None, dead_threshold: float = 0.1,
                  title: str | None = None) -> Any:
-    """Layer x expert heatmap of utilization (load / fair share).
+    """Layer x expert heatmap of utilization (load / fair load 1/E).
 
     ``load``: ``Trace.expert_load()`` (layer, expert, count, share, utilization, dead) or
     ``Capture.load()`` (layer, expert, tokens, share); experts missing from a layer count as 0.

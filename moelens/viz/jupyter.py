@@ -48,7 +48,8 @@ def script_json(obj: Any) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _vendored_runtime() -> str:
-    return resources.files("moelens.web").joinpath("vendor", "vega.js").read_text(encoding="utf-8")
+    text = resources.files("moelens.web").joinpath("vendor", "vega.js").read_text(encoding="utf-8")
+    return text.replace("</script", "<\\/script")  # inline in HTML: nothing may close the script element
 
 
 @functools.lru_cache(maxsize=1)

@@ -40,7 +40,7 @@ class SiteCaps:
         top_tokens: characteristic (by lift) and most frequent tokens per expert.
         partners: co-activated partners per expert.
         max_label_values: values per label in the heatmaps (the most frequent ones).
-        overloaded: an expert is flagged overloaded at utilization (load / fair share) >= this.
+        overloaded: an expert is flagged overloaded at utilization (load / fair load 1/E) >= this.
         max_compare_runs: runs compared pairwise on the overview (router saturation).
     """
 

@@ -146,8 +146,8 @@ def _contexts(routing: Any, views: list[Any], li: int, per_expert: int, window: 
     T, k = e.shape
     w = routing.weights[li] if routing.weights is not None else np.broadcast_to(
         (1.0 - np.arange(k) / max(k, 1)).astype(np.float32), e.shape)  # no weights: prefer first choices
-    tok, rank = np.nonzero(e >= 0)
-    exp, weight, doc = e[tok, rank], w[tok, rank], routing.doc_id[tok]
+    tok, slot = np.nonzero(e >= 0)
+    exp, weight, doc = e[tok, slot], w[tok, slot], routing.doc_id[tok]
     # best routing per (expert, document), then the best documents per expert
     order = np.lexsort((tok, -weight, doc, exp))
     first = np.ones(len(order), bool)
@@ -165,7 +165,7 @@ def _contexts(routing: Any, views: list[Any], li: int, per_expert: int, window: 
             t = int(tok[j])
             d = int(np.searchsorted(docs, routing.doc_id[t]))
             lo, hi = max(int(doc_start[d]), t - window), min(int(doc_end[d]), t + window + 1)
-            rows.append({"doc_id": int(routing.doc_id[t]), "pos": int(routing.pos[t]), "slot": int(rank[j]),
+            rows.append({"doc_id": int(routing.doc_id[t]), "pos": int(routing.pos[t]), "slot": int(slot[j]),
                          "weight": float(weight[j]), "before": views[lo:t], "token": views[t],
                          "after": views[t + 1:hi]})
         out[x] = rows
@@ -178,14 +178,14 @@ def expert_tokens(routing: Any, views: list[Any], li: int, *, contexts: int, win
     count), ``frequent_tokens`` (most frequent token ids routed to it) and ``contexts``."""
     E = routing.num_experts
     e = routing.experts[li].astype(np.int64)
-    tok, rank = np.nonzero(e >= 0)
-    exp = e[tok, rank]
-    w = routing.weights[li][tok, rank] if routing.weights is not None else np.full(len(tok), np.nan, np.float32)
+    tok, slot = np.nonzero(e >= 0)
+    exp = e[tok, slot]
+    w = routing.weights[li][tok, slot] if routing.weights is not None else np.full(len(tok), np.nan, np.float32)
     bins = np.clip((np.nan_to_num(w) * WEIGHT_BINS).astype(np.int64), 0, WEIGHT_BINS - 1)
     hist = np.bincount(exp * WEIGHT_BINS + bins, minlength=E * WEIGHT_BINS).reshape(E, WEIGHT_BINS)
     n = np.bincount(exp, minlength=E)
     wsum = np.bincount(exp, weights=np.nan_to_num(w), minlength=E)
-    first = np.bincount(exp[rank == 0], minlength=E)
+    first = np.bincount(exp[slot == 0], minlength=E)
     ids = routing.token_id[tok].astype(np.int64)
     key = exp * (int(routing.token_id.max(initial=0)) + 1) + ids
     uniq, where, counts = np.unique(key, return_index=True, return_counts=True)
