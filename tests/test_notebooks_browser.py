@@ -130,6 +130,7 @@ class Watched:
 
     def __init__(self, browser, width: int = 1400):
         self.context = browser.new_context(viewport={"width": width, "height": 1000})
+        self.context.set_default_timeout(90_000)  # JupyterLab's first load on a busy 2-core machine
         self.page = self.context.new_page()
         self.errors, self.requests = [], []
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(f"{m.text} @ {m.location.get('url')}"))

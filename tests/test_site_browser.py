@@ -139,7 +139,7 @@ class Session:
     dialogs: list = field(default_factory=list)
 
     def open(self, hash_: str, ready: str | None = None):
-        self.page.goto((self.site_dir / "index.html").as_uri() + "#" + hash_)
+        self.page.goto((self.site_dir / "index.html").as_uri() + "#" + hash_, wait_until="domcontentloaded")
         view = dict(p.split("=", 1) for p in hash_.split("&"))["view"]
         self.page.wait_for_selector(f'#main[data-view="{view}"]')
         if view == "tokens":
@@ -175,6 +175,7 @@ class Session:
 @pytest.fixture
 def session(browser, site):
     context = browser.new_context(viewport={"width": 1360, "height": 900})
+    context.set_default_timeout(60_000)  # a shared 2-core machine can be slow; nothing here waits on a timer
     page = context.new_page()
     s = Session(page, site[1].parent)
     page.on("request", lambda r: s.requests.append(r.url))
