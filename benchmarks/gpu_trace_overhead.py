@@ -54,10 +54,9 @@ def build(family: str, layers: int, dtype: torch.dtype, device: str, smoke: bool
 
 
 def main() -> None:
-    from moelens.collect import BatchCollector, DeviceCollector
     from moelens.hooks import attach
     from moelens.models.discover import plan_model
-    from moelens.stats_mode import StatsCollector
+    from moelens.pipeline.collectors import DeviceCollector, HostCollector, StatsCollector
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", choices=["olmoe", "qwen3_moe"], default="olmoe")
@@ -89,9 +88,9 @@ def main() -> None:
         checks.setdefault("naive", []).append((out[2].cpu(), out[1].float().cpu()))  # one sync per layer
 
     collectors = {
-        "torch": BatchCollector(plan),
+        "torch": HostCollector(plan),
         "triton": DeviceCollector(plan, sites, max_tokens=args.batch * args.seq, device=device, backend=kernels),
-        "stats": StatsCollector(plan, sites, device=device, backend=kernels, labels={}),
+        "stats": StatsCollector(plan, sites, device=device, backend=kernels, labels={}, label_of=None, run_id="bench"),
     }
     times: dict[str, list[float]] = {name: [] for name in ("plain", "naive", "torch", "triton", "stats")}
     checks: dict[str, object] = {}
@@ -112,15 +111,11 @@ def main() -> None:
                 checks.pop("naive", None)
                 sync()
                 start = time.perf_counter()
-                if mode == "stats":
-                    col.begin_batch([], {}, ids.shape)
-                elif mode == "triton":
-                    col.begin_batch()
+                if col is not None:
+                    col.begin_batch([], tuple(ids.shape))
                 model(**kwargs)
-                if mode in ("torch", "triton"):
-                    checks[mode] = col.drain()
-                elif mode == "stats":
-                    checks[mode] = col.drain_tables("bench")
+                if col is not None:
+                    checks[mode] = col.finish_batch(flush=True)
                 sync()
                 if record:
                     times[mode].append(time.perf_counter() - start)
@@ -134,8 +129,8 @@ def main() -> None:
             for mode in (list(times) if r % 2 == 0 else list(reversed(times))):
                 block(mode, per_block, record=True)
     # the device paths recorded exactly what the torch path did
-    _, routes_torch = checks["torch"]
-    _, routes_triton = checks["triton"]
+    routes_torch = checks["torch"].routes
+    routes_triton = checks["triton"].routes
     same = all((a.experts == b.experts).all() and (a.weights == b.weights).all()
                for a, b in zip(sorted(routes_torch, key=lambda r: r.site), sorted(routes_triton, key=lambda r: r.site)))
     plain = statistics.median(times["plain"])

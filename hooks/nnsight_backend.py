@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from moelens.errors import ConfigError
 from moelens.hooks.attach import step_context
 from moelens.hooks.events import RouterEvent, RoutingSink
-from moelens.models.adapters import adapt_router_output, dbrx_route, doge_route, zaya_mark_skips
+from moelens.models.adapters import adapt_router_output, dbrx_route, doge_route
 from moelens.models.discover import ModelPlan, RouterSite
 
 __all__ = ["NNsightRunner"]
@@ -49,6 +49,12 @@ class NNsightRunner:
         if any(s.tag in ("encoder", "decoder") for s in plan.sites):
             raise ConfigError("the nnsight backend traces decoder-only models; use --backend torch for "
                               f"{plan.family.family}.")
+        if plan.looped_layers:
+            raise ConfigError(f"{plan.family.family} runs some layers several times per forward; the nnsight backend"
+                              " reads one output per module, so use --backend torch for it.")
+        if plan.generic:
+            raise ConfigError(f"{plan.family.family} is captured by the generic adapter, which verifies every call"
+                              " with torch hooks; use --backend torch for it.")
         self.wrapped = model if isinstance(model, nnsight.NNsight) else nnsight.NNsight(model)
         module = getattr(self.wrapped, "_module", None) or getattr(self.wrapped, "_model", None)
         self._modules = dict((module if isinstance(model, nnsight.NNsight) else model).named_modules())
@@ -102,8 +108,6 @@ class NNsightRunner:
                 indices = pending.pop(site.site)[0][0]
                 route = doge_route(modules[site.path], value[1], indices)
             else:
-                route = adapt_router_output(spec.convention, spec.family, value, modules.get(site.path))
-                if spec.family == "zaya":
-                    route = zaya_mark_skips(route, modules[site.path], site.num_experts)
+                route = adapt_router_output(spec, value, modules.get(site.path))
             self.sink.on_route(RouterEvent(site.site, self._step, route.experts, route.weights,
                                            route.logits if self.logits else None))

@@ -74,27 +74,39 @@ class RecordSink:
 
 
 class StatsSink:
-    """Stats mode: bounded on-device aggregates, one accumulator per label kind (or one unlabelled)."""
+    """Stats mode: bounded on-device aggregates, split by any number of per-token label kinds.
+
+    One accumulator holds the run-wide tables (counts, co-activation, entropy) once; its label axis
+    concatenates the label kinds - kind ``i`` owns rows ``offset_i .. offset_i + size_i``, the last
+    of them for tokens without a value of that kind - so each kind adds only its label tables
+    (``update(..., main=False)``), never a second co-activation table.
+    """
 
     def __init__(self, slots: Mapping[int, int], *, num_experts: int, k: int, device: Any,
                  label_sizes: Mapping[str, int] | None = None, entropy_bins: int = 32, backend: str = "auto",
                  logits_transform: Transform | None = None) -> None:
         self.slots = dict(slots)
         self.k, self.num_experts, self.transform = k, num_experts, logits_transform
-        kinds = dict(label_sizes or {}) or {"": 0}
-        self.accumulators = {kind: StatsAccumulator(len(self.slots), num_experts, num_labels=size,
-                                                    entropy_bins=entropy_bins, device=device, backend=backend)
-                             for kind, size in kinds.items()}
+        self.label_sizes = dict(label_sizes or {})
+        self.offsets, total = {}, 0
+        for kind, size in self.label_sizes.items():
+            self.offsets[kind], total = total, total + size + 1
+        self.accumulator = StatsAccumulator(len(self.slots), num_experts, num_labels=total, entropy_bins=entropy_bins,
+                                            device=device, backend=backend)
         self._labels: dict[str, torch.Tensor] = {}
         self._valid: torch.Tensor | None = None
 
     @property
     def backend(self) -> str:
-        return next(iter(self.accumulators.values())).backend
+        return self.accumulator.backend
 
     def set_labels(self, labels: Mapping[str, torch.Tensor]) -> None:
         """Per-row label ids (``[batch * seq]``, -1 for none) of the next forward, by label kind."""
-        self._labels = dict(labels)
+        out = {}
+        for kind, ids in labels.items():
+            size, offset = self.label_sizes[kind], self.offsets[kind]
+            out[kind] = torch.where((ids >= 0) & (ids < size), ids, size) + offset  # rows of this kind only
+        self._labels = out
 
     def on_step(self, ctx: StepContext) -> None:
         self._valid = ctx.valid
@@ -104,17 +116,33 @@ class StatsSink:
         if slot is None:
             return
         logits = _logits(event, self.num_experts, self.transform)
-        for kind, acc in self.accumulators.items():
-            labels = self._labels.get(kind) if kind else None
-            if logits is None:
-                nan = torch.full((event.experts.shape[0],), float("nan"), device=event.experts.device)
-                acc.update(slot, event.experts, nan, labels, self._valid)
-            else:
-                acc.observe(slot, logits, event.experts, event.weights, labels=labels, valid=self._valid)
+        kinds = [self._labels[kind] for kind in self.label_sizes if kind in self._labels]
+        first = kinds[0] if kinds else None
+        acc = self.accumulator
+        if logits is None:
+            ids = event.experts
+            entropy = torch.full((ids.shape[0],), float("nan"), device=ids.device)
+            acc.update(slot, ids, entropy, first, self._valid)
+        else:
+            records = acc.observe(slot, logits, event.experts, event.weights, labels=first, valid=self._valid)
+            ids, entropy = records.ids, records.entropy
+        for labels in kinds[1:]:
+            acc.update(slot, ids, entropy, labels, self._valid, main=False)
 
     def drain(self) -> dict[str, dict[str, Any]]:
-        """Host copies of every accumulator (``to_host``) by label kind, then zero them."""
-        out = {kind: acc.to_host() for kind, acc in self.accumulators.items()}
-        for acc in self.accumulators.values():
-            acc.reset()
+        """Host copies of the tables (``to_host``) by label kind (``""`` without labels), then zero them.
+
+        Each kind's entry holds the run-wide tables and its own label rows (``size + 1`` of them).
+        """
+        host = self.accumulator.to_host()
+        self.accumulator.reset()
+        if not self.label_sizes:
+            return {"": host}
+        main = {name: host[name] for name in ("expert_counts", "coactivation", "entropy_hist", "tokens",
+                                               "entropy_bin_edges")}
+        out = {}
+        for kind, size in self.label_sizes.items():
+            rows = slice(self.offsets[kind], self.offsets[kind] + size + 1)
+            out[kind] = {**main, **{name: host[name][:, rows] for name in
+                                    ("label_expert_counts", "label_entropy_hist", "label_tokens")}}
         return out

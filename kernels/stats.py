@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from moelens.errors import ConfigError
 from moelens.kernels.backend import choose_backend
 from moelens.kernels.buffer import record_function
 from moelens.kernels.records_torch import RouteRecords
+from moelens.kernels.stats_tables import StatsTables, check_update, entropy_bins
 
 __all__ = ["StatsAccumulator", "StatsTables", "update_stats_torch"]
 
@@ -44,77 +44,17 @@ TABLES = ("expert_counts", "coactivation", "entropy_hist", "tokens",
           "label_expert_counts", "label_entropy_hist", "label_tokens")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class StatsTables:
-    """The aggregate tensors (see the module docstring) and the entropy bin scale."""
-
-    expert_counts: torch.Tensor
-    coactivation: torch.Tensor
-    entropy_hist: torch.Tensor
-    tokens: torch.Tensor
-    label_expert_counts: torch.Tensor
-    label_entropy_hist: torch.Tensor
-    label_tokens: torch.Tensor
-    bin_scale: float  # B / log E as an exact fp32 value (0 when E == 1: every entropy is 0)
-
-    @classmethod
-    def zeros(cls, num_layers: int, num_experts: int, *, num_labels: int = 0, entropy_bins: int = 32,
-              device: Any = "cpu", dtype: torch.dtype = torch.int64) -> StatsTables:  # fmt: skip
-        L, E, B, NL = num_layers, num_experts, entropy_bins, num_labels
-
-        def z(*shape: int) -> torch.Tensor:
-            return torch.zeros(shape, dtype=dtype, device=device)
-
-        scale = float(np.float32(B / math.log(E))) if E > 1 else 0.0
-        return cls(z(L, E), z(L, E, E), z(L, B), z(L), z(L, NL + 1, E), z(L, NL + 1, B), z(L, NL + 1),
-                   scale)  # fmt: skip
-
-    @property
-    def num_experts(self) -> int:
-        return self.expert_counts.shape[1]
-
-    @property
-    def num_labels(self) -> int:
-        return self.label_tokens.shape[1] - 1
-
-    @property
-    def entropy_bins(self) -> int:
-        return self.entropy_hist.shape[1]
-
-
-def check_update(tables: StatsTables, layer, experts, entropy, labels, valid) -> None:
-    num_layers = tables.tokens.shape[0]
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < num_layers:
-        raise ConfigError(f"layer={layer!r} is not a slot in [0, {num_layers}).")
-    if experts.dim() != 2 or experts.dtype not in (torch.int16, torch.int32, torch.int64):
-        raise ConfigError("experts must be an integer tensor [tokens, k].")
-    rows = experts.shape[0]
-    if entropy.shape != (rows,) or not entropy.is_floating_point():
-        raise ConfigError(f"entropy must be a float tensor of shape [{rows}].")
-    if labels is not None:
-        if tables.num_labels == 0:
-            raise ConfigError("Labels were given but the accumulator was built with num_labels=0.")
-        if labels.shape != (rows,) or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ConfigError(f"labels must be an integer tensor of shape [{rows}].")
-    if valid is not None and (valid.shape != (rows,) or valid.dtype != torch.bool):
-        raise ConfigError(f"valid must be a bool tensor of shape [{rows}].")
-    for name, t in (("experts", experts), ("entropy", entropy), ("labels", labels), ("valid", valid)):
-        if t is not None and t.device != tables.tokens.device:
-            raise ConfigError(f"{name} is on {t.device} but the statistics are on {tables.tokens.device}.")
-
-
-def entropy_bins(tables: StatsTables, entropy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(bin index, binnable) per token; NaN entropies are not binnable (index 0, flag False)."""
-    h = entropy.float()
-    binnable = h == h
-    b = (h * tables.bin_scale).floor().clamp(0, tables.entropy_bins - 1)
-    return torch.where(binnable, b, torch.zeros_like(b)).long(), binnable
-
-
 def update_stats_torch(tables: StatsTables, layer: int, experts: torch.Tensor, entropy: torch.Tensor,
-                       labels: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> None:  # fmt: skip
-    """Add one layer call's tokens to ``tables`` in place (reference implementation)."""
+                       labels: torch.Tensor | None = None, valid: torch.Tensor | None = None, *,
+                       main: bool = True) -> None:  # fmt: skip
+    """Add one layer call's tokens to ``tables`` in place (reference implementation).
+
+    ``main=False`` updates only the label tables: a second label kind of the same tokens, whose
+    counts, co-activation and entropy were added by the first call.
+    """
     check_update(tables, layer, experts, entropy, labels, valid)
+    if not main and labels is None:
+        raise ConfigError("main=False updates the label tables only: pass labels.")
     rows, E, dtype = experts.shape[0], tables.num_experts, tables.tokens.dtype
     if rows == 0:
         return
@@ -122,13 +62,15 @@ def update_stats_torch(tables: StatsTables, layer: int, experts: torch.Tensor, e
     row_ok = valid if valid is not None else torch.ones(rows, dtype=torch.bool, device=ids.device)
     hit = row_ok[:, None] & (ids >= 0) & (ids < E)
     safe = ids.clamp(0, E - 1)
-    tables.expert_counts[layer].scatter_add_(0, safe.reshape(-1), hit.reshape(-1).to(dtype))
-    pairs = (hit[:, :, None] & hit[:, None, :]).reshape(-1).to(dtype)
-    tables.coactivation[layer].view(-1).scatter_add_(0, (safe[:, :, None] * E + safe[:, None, :]).reshape(-1), pairs)
     bins, binnable = entropy_bins(tables, entropy)
     binned = (row_ok & binnable).to(dtype)
-    tables.entropy_hist[layer].scatter_add_(0, bins, binned)
-    tables.tokens[layer] += row_ok.sum().to(dtype)
+    if main:
+        tables.expert_counts[layer].scatter_add_(0, safe.reshape(-1), hit.reshape(-1).to(dtype))
+        pairs = (hit[:, :, None] & hit[:, None, :]).reshape(-1).to(dtype)
+        tables.coactivation[layer].view(-1).scatter_add_(0, (safe[:, :, None] * E + safe[:, None, :]).reshape(-1),
+                                                         pairs)
+        tables.entropy_hist[layer].scatter_add_(0, bins, binned)
+        tables.tokens[layer] += row_ok.sum().to(dtype)
     if labels is None:
         return
     lab = labels.long()
@@ -167,9 +109,11 @@ class StatsAccumulator:
         self._scratch: RouteRecords | None = None
 
     def update(self, layer: int, experts: torch.Tensor, entropy: torch.Tensor,
-               labels: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> None:  # fmt: skip
-        """Add ``experts [T, k]`` (int, -1 = dropped) and ``entropy [T]`` of layer slot ``layer``."""
-        self._update(self.tables, layer, experts, entropy, labels, valid)
+               labels: torch.Tensor | None = None, valid: torch.Tensor | None = None, *,
+               main: bool = True) -> None:  # fmt: skip
+        """Add ``experts [T, k]`` (int, -1 = dropped) and ``entropy [T]`` of layer slot ``layer``
+        (``main=False``: only the label tables, for a further label kind of the same tokens)."""
+        self._update(self.tables, layer, experts, entropy, labels, valid, main=main)
 
     def observe(self, layer: int, logits: torch.Tensor, topk_ids: torch.Tensor | None = None,
                 topk_weights: torch.Tensor | None = None, *, k: int | None = None,

@@ -17,9 +17,10 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from moelens.collect import BatchCollector, HostRoute, HostStep
 from moelens.hooks.attach import attach
 from moelens.models.discover import ModelPlan, plan_model
+from moelens.pipeline.collectors import HostCollector
+from moelens.pipeline.types import HostRoute, HostStep
 
 __all__ = ["capture", "Capture"]
 
@@ -27,7 +28,7 @@ __all__ = ["capture", "Capture"]
 class Capture:
     """What one ``capture()`` block recorded. Frames are built on demand."""
 
-    def __init__(self, plan: ModelPlan, collector: BatchCollector) -> None:
+    def __init__(self, plan: ModelPlan, collector: HostCollector) -> None:
         self.plan = plan
         self._collector = collector
         self._steps: list[HostStep] = []
@@ -35,9 +36,9 @@ class Capture:
 
     def _sync(self) -> None:
         if self._collector.pending():
-            steps, routes = self._collector.drain()
-            self._steps.extend(steps)
-            self._routes.extend(routes)
+            rows = self._collector.finish_batch()
+            self._steps.extend(rows.steps)
+            self._routes.extend(rows.routes)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -50,10 +51,11 @@ class Capture:
         return len(self._steps)
 
     def routes(self, *, all_sites: bool = False):
-        """One row per (token, layer, rank): ``step, phase, row, pos, layer, tag, rank, expert, weight``.
+        """One row per (token, layer, pass, rank): ``step, phase, row, pos, layer, pass, tag, rank, expert, weight``.
 
         ``row`` is the token's row in the batch; ``expert`` is null where a capacity router dropped
-        the choice (weight 0). ``all_sites`` also includes secondary routers (jetmoe attention).
+        the choice (weight 0); ``pass`` is 0 except for the later passes of looped layers.
+        ``all_sites`` also includes secondary routers (jetmoe attention).
         """
         import polars as pl
 
@@ -75,6 +77,7 @@ class Capture:
                 "row": np.repeat(r.rows // seq, k).astype(np.int32),
                 "pos": np.repeat(pos, k).astype(np.int64),
                 "layer": np.full(n * k, site.layer, np.int32),
+                "pass": np.full(n * k, site.loop_pass, np.int32),
                 "tag": [site.tag] * (n * k),
                 "rank": np.tile(np.arange(k, dtype=np.int32), n),
                 "expert": expert,
@@ -82,7 +85,7 @@ class Capture:
             }))
         if not frames:
             return pl.DataFrame(schema={"step": pl.Int32, "phase": pl.String, "row": pl.Int32, "pos": pl.Int64,
-                                        "layer": pl.Int32, "tag": pl.String, "rank": pl.Int32,
+                                        "layer": pl.Int32, "pass": pl.Int32, "tag": pl.String, "rank": pl.Int32,
                                         "expert": pl.Int32, "weight": pl.Float32})
         routes = pl.concat(frames, how="vertical_relaxed")
         return routes.with_columns(pl.when(pl.col("expert") >= 0).then(pl.col("expert")).alias("expert"))
@@ -140,7 +143,7 @@ def capture(model: Any, *, logits: bool = False, layers: Iterable[int] | None = 
         verify: cross-check every call against what the experts module received.
     """
     plan = plan_model(model)
-    collector = BatchCollector(plan, logits=logits)
+    collector = HostCollector(plan, logits=logits)
     result = Capture(plan, collector)
     with attach(model, plan, collector, logits=logits, verify=verify, layers=layers):
         yield result

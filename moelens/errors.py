@@ -47,6 +47,18 @@ class CaptureError(MoelensError):
     """A router produced output that its adapter cannot read."""
 
 
+class MoelensWarning(UserWarning):
+    """Something works, but not the way moelens was tested; the message says what and why."""
+
+
+class GenericAdapterWarning(MoelensWarning):
+    """A model's family is not in the family table; the generic adapter captures it, verified."""
+
+
+class UntestedVersionWarning(MoelensWarning):
+    """A dependency (transformers) is outside the version range moelens was tested with."""
+
+
 # --- data -------------------------------------------------------------------------------------
 
 
@@ -72,6 +84,18 @@ class DataEncodingError(DataError):
 
 class VocabularyError(DataError):
     """Token ids fall outside the model's vocabulary."""
+
+
+class EngineFormatError(DataError):
+    """A serving or training engine's routing file (or object) is not what that engine writes."""
+
+
+class MissingRankError(EngineFormatError):
+    """A multi-rank dump lacks the files of some ranks."""
+
+
+class UnavailableError(MoelensError):
+    """The run's source does not record what an analysis needs (gate weights, token ids, per-token routes)."""
 
 
 # --- store ------------------------------------------------------------------------------------

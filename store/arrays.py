@@ -48,7 +48,11 @@ def regular_pages():
 @dataclass
 class RunRouting:
     """One run's routing as arrays. ``experts[l, t, r]`` is the rank-``r`` expert of token ``t`` at
-    ``layers[l]`` (``-1``: dropped, skipped, or not recorded); ``weights`` is aligned with it."""
+    ``layers[l]`` (``-1``: dropped, skipped, or not recorded); ``weights`` is aligned with it.
+
+    A looped layer (a router that runs several times per forward) has one slot per pass: its layer
+    appears once per pass in ``layers``, and ``passes`` (all 0 otherwise) tells the passes apart.
+    """
 
     run_id: str
     num_experts: int
@@ -58,10 +62,11 @@ class RunRouting:
     pos: np.ndarray  # [T] int32
     token_id: np.ndarray  # [T] int32
     experts: np.ndarray  # [L, T, k] int16
-    weights: np.ndarray | None  # [L, T, k] float32 (None if not loaded)
+    weights: np.ndarray | None  # [L, T, k] float32 (None if not loaded, or the run has none)
     documents: Any  # polars DataFrame: doc_id, domain, language, n_tokens, source, meta
     config: dict[str, Any] = field(default_factory=dict)
     tokens: list[str | None] | None = None  # token text per token, when loaded
+    passes: np.ndarray | None = None  # [L] loop pass of each slot (None: no looped layer)
 
     @property
     def num_tokens(self) -> int:
@@ -140,11 +145,14 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
 
     info = store.require_run(run_id)
     con = store.con
-    sites = con.execute("SELECT site, layer, top_k FROM sites WHERE run_id = ? AND is_primary ORDER BY layer, site",
-                        [info.run_id]).fetchall()
+    sites = con.execute("SELECT site, layer, top_k, pass FROM sites WHERE run_id = ? AND is_primary"
+                        " ORDER BY layer, pass, site", [info.run_id]).fetchall()
     wanted = None if layers is None else {int(x) for x in layers}
     sites = [s for s in sites if wanted is None or s[1] in wanted]
-    layer_list = np.array(sorted({s[1] for s in sites}), dtype=np.int64)
+    slots = sorted({(int(s[1]), int(s[3] or 0)) for s in sites})  # one slot per (layer, loop pass)
+    slot_of = {slot: i for i, slot in enumerate(slots)}
+    layer_list = np.array([layer for layer, _ in slots], dtype=np.int64)
+    pass_list = np.array([p for _, p in slots], dtype=np.int64) if any(p for _, p in slots) else None
     doc_filter = ""
     if max_docs is not None:  # the first max_docs documents by doc_id, as a range the scans can prune on
         last = con.execute("SELECT doc_id FROM documents WHERE run_id = ? ORDER BY doc_id LIMIT 1 OFFSET ?",
@@ -160,6 +168,7 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
     pos = toks.column("pos").to_numpy().astype(np.int32)
     T, L = len(doc_id), len(layer_list)
     k = max([int(s[2]) for s in sites], default=info.top_k)
+    weights = weights and info.weights  # engine imports store no gate weights
     experts = np.full((L, T, k), -1, dtype=np.int16)
     weight_arr = np.zeros((L, T, k), dtype=np.float32) if weights else None
     if sites and T:
@@ -168,36 +177,62 @@ def _load(store: Store, run_id: str | None, layers: Iterable[int] | None, weight
         index = _token_index(docs_sorted, counts)
         table_k = max(int(s[2]) for s in store.con.execute(
             "SELECT site, layer, top_k FROM sites WHERE run_id = ?", [info.run_id]).fetchall())
-        table = schema.route_table(info.run_key)
-        e_cols, w_cols = schema.expert_columns(table_k), schema.weight_columns(table_k)
-        cols = ", ".join(["doc_id", "pos", *e_cols, *(w_cols if weights else [])])
-        params = None
-        queries = [(int(np.searchsorted(layer_list, layer)),
-                    f"SELECT {cols} FROM {table} WHERE site = {int(site)}{doc_filter}") for site, layer, _ in sites]
-        # DuckDB reads the next layer (in a thread, on its own cursor) while numpy places this one
-        with ThreadPoolExecutor(max_workers=1) as pool, contextlib.closing(con.cursor()) as cursor:
-            pending = pool.submit(fetch_arrow, cursor, queries[0][1], params)
-            for n, (li, _) in enumerate(queries):
-                part = pending.result()
-                if n + 1 < len(queries):
-                    pending = pool.submit(fetch_arrow, cursor, queries[n + 1][1], params)
-                if part.num_rows == 0:
-                    continue
-                part = part.combine_chunks()
-                tok = index(part.column(0).to_numpy().astype(np.int64), part.column(1).to_numpy().astype(np.int64))
-                keep = tok >= 0
-                complete = bool(keep.all())
-                if not complete:
-                    tok = tok[keep]
-                e = unpack_experts(_words(part, e_cols), k)
-                _place(experts[li], tok, e if complete else e[keep])
-                if weights:
-                    w = unpack_weights(_words(part, w_cols), k)
-                    _place(weight_arr[li], tok, w if complete else w[keep])
+        if store.dataset is not None:  # a Parquet dataset holds the unpacked public view
+            _load_unpacked(con, info.run_id, [(slot_of[(int(layer), int(p or 0))], layer, int(p or 0))
+                                             for _, layer, _, p in sites], index, experts, weight_arr, doc_filter)
+        else:
+            table = schema.route_table(info.run_key)
+            e_cols, w_cols = schema.expert_columns(table_k), schema.weight_columns(table_k)
+            cols = ", ".join(["doc_id", "pos", *e_cols, *(w_cols if weights else [])])
+            params = None
+            queries = [(slot_of[(int(layer), int(loop_pass or 0))],
+                        f"SELECT {cols} FROM {table} WHERE site = {int(site)}{doc_filter}")
+                       for site, layer, _, loop_pass in sites]
+            # DuckDB reads the next layer (in a thread, on its own cursor) while numpy places this one
+            with ThreadPoolExecutor(max_workers=1) as pool, contextlib.closing(con.cursor()) as cursor:
+                pending = pool.submit(fetch_arrow, cursor, queries[0][1], params)
+                for n, (li, _) in enumerate(queries):
+                    part = pending.result()
+                    if n + 1 < len(queries):
+                        pending = pool.submit(fetch_arrow, cursor, queries[n + 1][1], params)
+                    if part.num_rows == 0:
+                        continue
+                    part = part.combine_chunks()
+                    tok = index(part.column(0).to_numpy().astype(np.int64), part.column(1).to_numpy().astype(np.int64))
+                    keep = tok >= 0
+                    complete = bool(keep.all())
+                    if not complete:
+                        tok = tok[keep]
+                    e = unpack_experts(_words(part, e_cols), k)
+                    _place(experts[li], tok, e if complete else e[keep])
+                    if weights:
+                        w = unpack_weights(_words(part, w_cols), k)
+                        _place(weight_arr[li], tok, w if complete else w[keep])
     token_list = toks.column("token").to_pylist() if token_text else None
-    return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos,
-                      toks.column("token_id").to_numpy().astype(np.int32), experts, weight_arr, documents,
-                      info.config, token_list)
+    token_ids = toks.column("token_id").fill_null(-1).to_numpy().astype(np.int32)  # -1: no id recorded
+    return RunRouting(info.run_id, info.num_experts, k, layer_list, doc_id, pos, token_ids, experts, weight_arr,
+                      documents, info.config, token_list, pass_list)
+
+
+def _load_unpacked(con: Any, run_id: str, slots: list[tuple[int, int, int]], index: Any, experts: Any, weights: Any,
+                  doc_filter: str) -> None:
+    """Fill ``experts[li]`` (and ``weights[li]``) from the unpacked ``routes`` rows of a dataset;
+    ``slots`` holds ``(li, layer, pass)`` and ``index`` maps (doc_id, pos) to token rows."""
+    k = experts.shape[2]
+    for li, layer, loop_pass in slots:
+        part = fetch_arrow(con, "SELECT doc_id, pos, rank, expert, weight FROM routes WHERE run_id = $run AND "
+                           f"layer = $layer AND coalesce(pass, 0) = $pass{doc_filter}",
+                           {"run": run_id, "layer": int(layer), "pass": int(loop_pass)})
+        if not part.num_rows:
+            continue
+        tok = index(part.column("doc_id").to_numpy().astype(np.int64), part.column("pos").to_numpy().astype(np.int64))
+        rank = part.column("rank").to_numpy().astype(np.int64)
+        keep = (tok >= 0) & (rank >= 0) & (rank < k)
+        expert = part.column("expert").fill_null(-1).to_numpy().astype(np.int16)
+        experts[li, tok[keep], rank[keep]] = expert[keep]
+        if weights is not None:
+            weight = part.column("weight").fill_null(0.0).to_numpy().astype(np.float32)
+            weights[li, tok[keep], rank[keep]] = weight[keep]
 
 
 def load_logits(db: str | os.PathLike | Store, routing: RunRouting, layer: int) -> np.ndarray:

@@ -74,6 +74,7 @@ class RunInfo:
     top_k: int
     num_experts: int
     config: dict[str, Any]
+    weights: bool = True  # the run's route table holds gate weights (False: engine imports without them)
 
 
 class Store:
@@ -83,12 +84,21 @@ class Store:
         path: database file; created (with the schema) unless ``read_only``.
         read_only: open without write access (several readers may share the file).
         connection: use this DuckDB connection instead of opening ``path`` (tests, notebooks).
+        upgrade: bring a database of an older schema version to the current one (in place, one
+            transaction; see :data:`moelens.store.schema.MIGRATIONS`). Without it an older
+            database raises :class:`SchemaVersionError` naming the command that upgrades it.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, read_only: bool = False,
-                 connection: duckdb.DuckDBPyConnection | None = None) -> None:
+                 connection: duckdb.DuckDBPyConnection | None = None, upgrade: bool = False) -> None:
         self.path = str(path) if path is not None else ":memory:"
         self.read_only = read_only
+        self.upgrade = upgrade and not read_only
+        self.upgraded_from: int | None = None
+        self.dataset: dict[str, Any] | None = None  # the manifest, when ``path`` is a Parquet dataset folder
+        if connection is None and path is not None and Path(path).is_dir():
+            self._open_dataset(path)
+            return
         if connection is None:
             if read_only and path is not None and not Path(path).exists():
                 raise StoreError(f"no database at {path}; trace into it first (`moelens trace ... --out {path}`).")
@@ -98,6 +108,20 @@ class Store:
         try:
             with _translated(self.path):
                 self._check_or_create()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_dataset(self, path: str | os.PathLike) -> None:
+        """Views over a Parquet dataset folder (:mod:`moelens.store.dataset`) on an in-memory connection."""
+        from moelens.store.dataset import open_dataset
+
+        if not self.read_only:
+            raise StoreError(f"{path} is a Parquet dataset, which moelens reads but does not write; trace or import "
+                             "into a .duckdb file and export it again.")
+        self.con = duckdb.connect(":memory:")
+        try:
+            self.dataset = open_dataset(self.con, path)
         except BaseException:
             self.close()
             raise
@@ -122,11 +146,19 @@ class Store:
         if "moelens_meta" in tables:
             row = self.con.execute("SELECT value FROM moelens_meta WHERE key = 'schema_version'").fetchone()
             found = int(row[0]) if row else -1
-            if found != schema.SCHEMA_VERSION:
+            if found == schema.SCHEMA_VERSION:
+                return
+            if found in schema.MIGRATIONS and self.upgrade:
+                self._upgrade(found)
+                return
+            if found in schema.MIGRATIONS:
                 raise SchemaVersionError(
-                    f"{self.path} has moelens schema version {found} but this moelens ({__version__}) reads version"
-                    f" {schema.SCHEMA_VERSION}; trace into a new file or open it with the moelens that wrote it.")
-            return
+                    f"{self.path} has moelens schema version {found}; this moelens ({__version__}) reads version"
+                    f" {schema.SCHEMA_VERSION}. Upgrade it in place with `moelens upgrade {self.path}`"
+                    " (keeps every run; older moelens versions cannot read it afterwards).")
+            raise SchemaVersionError(
+                f"{self.path} has moelens schema version {found} but this moelens ({__version__}) reads version"
+                f" {schema.SCHEMA_VERSION}; trace into a new file or open it with the moelens that wrote it.")
         if tables:
             raise StoreError(f"{self.path} is a DuckDB database but not a moelens trace database"
                              f" (it has tables {sorted(tables)[:3]}...); choose another --out file.")
@@ -140,6 +172,24 @@ class Store:
         self._refresh_views()
         self.con.execute("COMMIT")
 
+    def _upgrade(self, found: int) -> None:
+        """Apply every migration from ``found`` to the current version in one transaction."""
+        self.con.execute("BEGIN")
+        try:
+            for version in range(found, schema.SCHEMA_VERSION):
+                for statement in schema.MIGRATIONS[version]:
+                    self.con.execute(statement)
+            for ddl in schema.BASE_DDL:  # views and macros of the current version
+                self.con.execute(ddl)
+            self.con.execute("UPDATE moelens_meta SET value = ? WHERE key = 'schema_version'",
+                             [str(schema.SCHEMA_VERSION)])
+            self._refresh_views()
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.upgraded_from = found
+
     # -- runs -------------------------------------------------------------------------------
     def run_ids(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY created_at, run_id").fetchall()]
@@ -150,7 +200,16 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        return RunInfo(row[0], int(row[1]), row[2], int(row[3]), int(row[4]), json.loads(row[5] or "{}"))
+        return RunInfo(row[0], int(row[1]), row[2], int(row[3]), int(row[4]), json.loads(row[5] or "{}"),
+                       self._has_weight_words(int(row[1]), row[0]))
+
+    def _has_weight_words(self, run_key: int, run_id: str | None = None) -> bool:
+        """Whether the run's route table stores gate weights (schema version 3 allows tables without)."""
+        if self.dataset is not None:
+            return bool(self.dataset["runs"].get(run_id, {}).get("weights", True))
+        return bool(self.con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?"
+            " AND column_name = 'w0'", [schema.route_table(run_key)]).fetchone()[0])
 
     def require_run(self, run_id: str | None) -> RunInfo:
         """The run ``run_id``, or the only run when ``None``; typed errors otherwise."""
@@ -170,8 +229,12 @@ class Store:
 
     def create_run(self, *, run_id: str, model: str, dataset: str, dtype: str, revision: str | None,
                    plan_meta: dict[str, Any], config: dict[str, Any], logits_width: int | None,
-                   confidence: bool = False) -> RunInfo:
-        """Create the run's rows, its physical tables and refresh the views (one transaction)."""
+                   confidence: bool = False, weights: bool = True) -> RunInfo:
+        """Create the run's rows, its physical tables and refresh the views (one transaction).
+
+        ``weights=False`` creates a route table without weight words: the source records no gate
+        weights and the views show ``weight`` NULL (schema version 3).
+        """
         key_row = self.con.execute("SELECT coalesce(max(run_key), 0) + 1 FROM runs").fetchone()
         run_key = int(key_row[0])
         k = int(plan_meta["top_k"])
@@ -185,11 +248,11 @@ class Store:
                  plan_meta["scoring"], dataset, "running", datetime.now(timezone.utc).replace(tzinfo=None),
                  __version__, schema.SCHEMA_VERSION, json.dumps(full_config)])
             for site in plan_meta["sites"]:
-                self.con.execute("INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                self.con.execute("INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  [run_id, site["site"], site["layer"], site["tag"], site["path"],
-                                  site["primary"], site["num_experts"], site["top_k"]])
+                                  site["primary"], site["num_experts"], site["top_k"], site.get("pass", 0)])
             max_k = max(s["top_k"] for s in plan_meta["sites"])
-            self.con.execute(schema.route_table_ddl(run_key, max_k))
+            self.con.execute(schema.route_table_ddl(run_key, max_k, weights))
             if logits_width:
                 self.con.execute(schema.logits_table_ddl(run_key, logits_width))
             if confidence:
@@ -199,7 +262,7 @@ class Store:
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        return RunInfo(run_id, run_key, "running", k, int(plan_meta["num_experts"]), full_config)
+        return RunInfo(run_id, run_key, "running", k, int(plan_meta["num_experts"]), full_config, weights)
 
     def delete_run(self, run_id: str) -> None:
         info = self.get_run(run_id)
@@ -235,11 +298,11 @@ class Store:
         sized = []
         for run_id, run_key, top_k in runs:
             max_k = self.con.execute("SELECT max(top_k) FROM sites WHERE run_id = ?", [run_id]).fetchone()[0]
-            sized.append((run_id, int(run_key), int(max_k or top_k)))
+            sized.append((run_id, int(run_key), int(max_k or top_k), self._has_weight_words(int(run_key))))
         for sql in schema.routes_view_sql(sized):
             self.con.execute(sql)
         tables = self._tables()
-        with_logits = [(r, k) for r, k, _ in sized if schema.logits_table(k) in tables]
+        with_logits = [(r, k) for r, k, *_ in sized if schema.logits_table(k) in tables]
         self.con.execute(schema.logits_view_sql(with_logits))
-        with_confidence = [(r, k) for r, k, _ in sized if schema.confidence_table(k) in tables]
+        with_confidence = [(r, k) for r, k, *_ in sized if schema.confidence_table(k) in tables]
         self.con.execute(schema.confidence_view_sql(with_confidence))

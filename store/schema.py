@@ -5,16 +5,19 @@ Public tables and views (users write SQL against these; the column lists are sta
 * ``runs(run_id, model, family, revision, dtype, num_layers, moe_layers, num_experts, top_k,
   num_shared_experts, scoring, dataset, status, created_at, moelens_version, schema_version,
   config)`` - one row per traced run; ``config`` (JSON) holds the options and routing metadata.
-* ``sites(run_id, site, layer, tag, path, is_primary, num_experts, top_k)`` - one row per router
-  module of the run's model (jetmoe has an attention router per layer, seq2seq models an encoder
-  and a decoder stack); ``layer`` is the model's layer index (encoder layers first).
+* ``sites(run_id, site, layer, tag, path, is_primary, num_experts, top_k, pass)`` - one row per router
+  module of the run's model and loop pass (jetmoe has an attention router per layer, seq2seq models
+  an encoder and a decoder stack, looped layers one site per pass); ``layer`` is the model's layer
+  index (encoder layers first), ``pass`` 0 except for the later passes of looped layers.
 * ``documents(run_id, doc_id, domain, language, n_tokens, source, meta)`` - ``doc_id`` is the row
   index in the dataset; skipped (empty) documents have ``n_tokens = 0`` and a reason in ``meta``.
 * ``tokens(run_id, doc_id, pos, token_id, token)`` - ``pos`` is the position in the document.
 * ``routes(run_id, doc_id, pos, layer, rank, expert, weight)`` (view) - one row per routed
   choice at a primary site; ``rank`` 0 is the router's first slot; ``expert`` is NULL where the
-  choice was dropped (capacity routers) or skipped (zaya), with ``weight`` 0.
-* ``routes_all`` (view) - as ``routes`` plus ``site`` and ``tag``, over every site.
+  choice was dropped (capacity routers) or skipped (zaya), with ``weight`` 0. ``weight`` is NULL
+  throughout a run whose source records no gate weights (serving-engine imports; version 3).
+* ``routes_all`` (view) - as ``routes`` plus ``site``, ``tag``, ``is_primary`` and ``pass``, over every
+  site. A looped layer has one row per pass in ``routes`` (same layer), told apart by ``pass`` here.
 * ``router_logits(run_id, doc_id, pos, layer, logits)`` (view) - only for runs traced with logits.
 * ``router_confidence(run_id, doc_id, pos, layer, entropy, margin, lse)`` (view) - per token and
   layer: entropy of softmax(logits) in nats, top-1 margin p1 - p2, logsumexp (z-loss = mean lse^2);
@@ -30,16 +33,20 @@ Physically, routes live in one table per run, ``_routes_<run_key>(doc_id, pos, s
 one row per token and router site, the k ids bit-packed four to a BIGINT word (``e*``) and the k
 float32 weights two to a word (``w*``), see :mod:`moelens.store.packing`. The word columns are
 stored uncompressed: random bit patterns do not compress, and skipping the attempt is what lets
-ingest keep up with a GPU.
+ingest keep up with a GPU. A run without gate weights has no ``w*`` columns at all (version 3).
+
+Version history (``MIGRATIONS`` upgrades older files in place, ``moelens upgrade``): 1 - first
+release; 2 - ``sites.pass``; 3 - route tables without weight words for sources that record no
+gate weights (``weight`` NULL in the views; nothing changes in existing tables).
 """
 
 from __future__ import annotations
 
 from moelens.store.packing import expert_words, weight_words
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
-__all__ = ["SCHEMA_VERSION", "BASE_DDL", "route_table", "logits_table", "confidence_table", "route_table_ddl",
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "BASE_DDL", "route_table", "logits_table", "confidence_table", "route_table_ddl",
            "expert_columns", "weight_columns", "logits_table_ddl", "confidence_table_ddl", "routes_view_sql",
            "logits_view_sql", "confidence_view_sql", "STATS_TABLES"]
 
@@ -53,7 +60,8 @@ BASE_DDL = [
         created_at TIMESTAMP, moelens_version VARCHAR, schema_version INTEGER, config JSON)""",
     """CREATE TABLE IF NOT EXISTS sites (
         run_id VARCHAR, site SMALLINT, layer INTEGER, tag VARCHAR, path VARCHAR,
-        is_primary BOOLEAN, num_experts INTEGER, top_k INTEGER, PRIMARY KEY (run_id, site))""",
+        is_primary BOOLEAN, num_experts INTEGER, top_k INTEGER, pass SMALLINT DEFAULT 0,
+        PRIMARY KEY (run_id, site))""",
     """CREATE TABLE IF NOT EXISTS documents (
         run_id VARCHAR, doc_id BIGINT, domain VARCHAR, language VARCHAR, n_tokens INTEGER,
         source VARCHAR, meta JSON, PRIMARY KEY (run_id, doc_id))""",
@@ -87,6 +95,14 @@ BASE_DDL = [
     """CREATE OR REPLACE MACRO moelens_i16(v) AS
         NULLIF(CASE WHEN v >= 32768 THEN v - 65536 ELSE v END, -1)::SMALLINT""",
 ]
+
+
+# version -> the statements that bring a database of that version to the next one (views are
+# rebuilt after every upgrade). Each step is additive: no row is rewritten or lost.
+MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE sites ADD COLUMN pass SMALLINT DEFAULT 0"],
+    2: [],  # version 3 adds route tables without weight words for new runs; existing tables stay as they are
+}
 
 
 def route_table(run_key: int) -> str:
@@ -133,8 +149,9 @@ def weight_columns(k: int) -> list[str]:
     return [f"w{i}" for i in range(weight_words(k))]
 
 
-def route_table_ddl(run_key: int, k: int) -> str:
-    words = ", ".join(f"{c} BIGINT USING COMPRESSION uncompressed" for c in expert_columns(k) + weight_columns(k))
+def route_table_ddl(run_key: int, k: int, weights: bool = True) -> str:
+    columns = expert_columns(k) + (weight_columns(k) if weights else [])
+    words = ", ".join(f"{c} BIGINT USING COMPRESSION uncompressed" for c in columns)
     return (f"CREATE TABLE IF NOT EXISTS {route_table(run_key)} (doc_id INTEGER, pos INTEGER, site SMALLINT, "
             f"{words})")
 
@@ -148,14 +165,16 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _one_run_routes(run_id: str, run_key: int, k: int) -> str:
+def _one_run_routes(run_id: str, run_key: int, k: int, weights: bool = True) -> str:
     table = route_table(run_key)
     e_words = "[" + ", ".join(f"r.{c}" for c in expert_columns(k)) + "]"
     w_words = "[" + ", ".join(f"r.{c}" for c in weight_columns(k)) + "]"
+    weight = (f"moelens_f32(({w_words}[1 + t.rank // 2] >> (32 * (t.rank % 2))) & 4294967295)" if weights
+              else "NULL::FLOAT")
     return f"""SELECT {_quote(run_id)} AS run_id, r.doc_id::BIGINT AS doc_id, r.pos, s.layer, t.rank::INTEGER AS rank,
         moelens_i16(({e_words}[1 + t.rank // 4] >> (16 * (t.rank % 4))) & 65535) AS expert,
-        moelens_f32(({w_words}[1 + t.rank // 2] >> (32 * (t.rank % 2))) & 4294967295) AS weight,
-        r.site, s.tag, s.is_primary
+        {weight} AS weight,
+        r.site, s.tag, s.is_primary, s.pass
     FROM {table} r
     JOIN sites s ON s.run_id = {_quote(run_id)} AND s.site = r.site
     CROSS JOIN range({int(k)}) t(rank)
@@ -164,11 +183,11 @@ def _one_run_routes(run_id: str, run_key: int, k: int) -> str:
 
 _EMPTY_ROUTES = """SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS doc_id, NULL::INTEGER AS pos,
     NULL::INTEGER AS layer, NULL::INTEGER AS rank, NULL::SMALLINT AS expert, NULL::FLOAT AS weight,
-    NULL::SMALLINT AS site, NULL::VARCHAR AS tag, NULL::BOOLEAN AS is_primary WHERE false"""
+    NULL::SMALLINT AS site, NULL::VARCHAR AS tag, NULL::BOOLEAN AS is_primary, NULL::SMALLINT AS pass WHERE false"""
 
 
-def routes_view_sql(runs: list[tuple[str, int, int]]) -> list[str]:
-    """``CREATE VIEW`` statements for ``routes`` and ``routes_all`` over ``(run_id, run_key, k)``."""
+def routes_view_sql(runs: list[tuple]) -> list[str]:
+    """``CREATE VIEW`` statements for ``routes`` and ``routes_all`` over ``(run_id, run_key, k[, weights])``."""
     body = "\nUNION ALL\n".join(_one_run_routes(*r) for r in runs) if runs else _EMPTY_ROUTES
     return [
         f"CREATE OR REPLACE VIEW routes_all AS\n{body}",

@@ -35,7 +35,7 @@ class WriteBatch:
     documents: list[dict[str, Any]]  # doc_id, domain, language, n_tokens, source, meta (dict)
     token_doc: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     token_pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    token_id: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    token_id: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))  # -1: unknown (stored NULL)
     token_text: list[str | None] | None = None
     route_doc: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     route_pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
@@ -66,16 +66,26 @@ def _route_keys(batch: WriteBatch) -> dict[str, pa.Array]:
             "site": pa.array(batch.route_site.astype(np.int16, copy=False))}
 
 
-def routes_arrow(batch: WriteBatch, table_k: int) -> pa.Table:
-    """The physical route rows of ``batch`` for a run table sized for ``table_k`` choices."""
+def routes_arrow(batch: WriteBatch, table_k: int, weights: bool = True) -> pa.Table:
+    """The physical route rows of ``batch`` for a run table sized for ``table_k`` choices
+    (``weights=False``: a table without weight words; ``batch.weights`` is ignored)."""
     experts = pack_experts(_pad(batch.experts.astype(np.int16, copy=False), table_k, -1))
-    weights = pack_weights(_pad(batch.weights.astype(np.float32, copy=False), table_k, 0.0))
     columns = _route_keys(batch)
     for i, name in enumerate(schema.expert_columns(table_k)):
         columns[name] = pa.array(np.ascontiguousarray(experts[:, i]))
+    if not weights:
+        return pa.table(columns)
+    weights = pack_weights(_pad(batch.weights.astype(np.float32, copy=False), table_k, 0.0))
     for i, name in enumerate(schema.weight_columns(table_k)):
         columns[name] = pa.array(np.ascontiguousarray(weights[:, i]))
     return pa.table(columns)
+
+
+def _token_ids(ids: np.ndarray) -> pa.Array:
+    """Token ids as int32, ``-1`` (a source that gives no id for the token) as NULL."""
+    ids = ids.astype(np.int32, copy=False)
+    missing = ids < 0
+    return pa.array(ids, mask=missing) if missing.any() else pa.array(ids)
 
 
 class TraceWriter:
@@ -142,11 +152,12 @@ class TraceWriter:
             "run_id": pa.array([run_id] * len(batch.token_doc), pa.string()),
             "doc_id": pa.array(batch.token_doc.astype(np.int64, copy=False)),
             "pos": pa.array(batch.token_pos.astype(np.int32, copy=False)),
-            "token_id": pa.array(batch.token_id.astype(np.int32, copy=False)),
+            "token_id": _token_ids(batch.token_id),
             "token": pa.array(batch.token_text if batch.token_text is not None else [None] * len(batch.token_doc),
                               pa.string()),
         })
-        tables = {"documents": docs, "tokens": tokens, "routes": routes_arrow(batch, self.table_k)}
+        tables = {"documents": docs, "tokens": tokens,
+                  "routes": routes_arrow(batch, self.table_k, getattr(self.run, "weights", True))}
         if batch.logits is not None and len(batch.logits):
             tables["logits"] = pa.table({
                 **_route_keys(batch),

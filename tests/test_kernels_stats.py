@@ -143,3 +143,54 @@ def test_update_rejects_bad_arguments():
         acc.update(0, ids, h, valid=torch.ones(3))
     with pytest.raises(ConfigError, match="num_experts"):
         StatsAccumulator(2, 0)
+
+
+def test_label_only_update_adds_just_the_label_tables():
+    g = torch.Generator().manual_seed(11)
+    E, NL, B, T = 8, 3, 5, 40
+    tables = StatsTables.zeros(1, E, num_labels=NL, entropy_bins=B)
+    ids = torch.stack([torch.randperm(E, generator=g)[:2] for _ in range(T)]).to(torch.int16)
+    entropy = torch.rand(T, generator=g) * math.log(E)
+    labels = torch.randint(-1, NL + 1, (T,), generator=g)
+    valid = torch.rand(T, generator=g) > 0.2
+    update_stats_torch(tables, 0, ids, entropy, labels, valid, main=False)
+    expected = np_aggregate([(0, ids.numpy(), entropy.numpy(), labels.numpy(), valid.numpy())], 1, E, NL, B)
+    for name in ("label_expert_counts", "label_entropy_hist", "label_tokens"):
+        np.testing.assert_array_equal(getattr(tables, name).numpy(), expected[name], err_msg=name)
+    for name in ("expert_counts", "coactivation", "entropy_hist", "tokens"):
+        assert not getattr(tables, name).any(), name
+    with pytest.raises(ConfigError, match="pass labels"):
+        update_stats_torch(tables, 0, ids, entropy, None, valid, main=False)
+
+
+def test_stats_sink_with_two_label_kinds_equals_one_accumulator_per_kind():
+    """One shared accumulator (co-activation once) gives what a full accumulator per kind gave."""
+    from moelens.hooks.events import RouterEvent, StepContext
+    from moelens.kernels.sinks import StatsSink
+
+    g = torch.Generator().manual_seed(5)
+    E, k, T = 8, 2, 30
+    sink = StatsSink({0: 0, 3: 1}, num_experts=E, k=k, device="cpu", label_sizes={"language": 3, "domain": 2},
+                     entropy_bins=6, backend="torch")
+    alone = {kind: StatsAccumulator(2, E, num_labels=n, entropy_bins=6, backend="torch")
+             for kind, n in (("language", 3), ("domain", 2))}
+    valid = torch.rand(T, generator=g) > 0.1
+    sink.on_step(StepContext(0, "model", 1, T, 0, None, valid, torch.arange(T)))
+    for _ in range(2):
+        labels = {"language": torch.randint(-1, 4, (T,), generator=g), "domain": torch.randint(-1, 2, (T,), generator=g)}
+        sink.set_labels(labels)
+        for site, slot in ((0, 0), (3, 1)):
+            logits = torch.randn(T, E, generator=g)
+            weights, ids = torch.softmax(logits, -1).topk(k, dim=-1)
+            sink.on_route(RouterEvent(site, 0, ids, weights, logits))
+            for kind, acc in alone.items():
+                acc.observe(slot, logits, ids, weights, labels=labels[kind], valid=valid)
+    drained = sink.drain()
+    assert set(drained) == {"language", "domain"}
+    for kind, acc in alone.items():
+        want = acc.to_host()
+        for name, table in want.items():
+            np.testing.assert_array_equal(drained[kind][name], table, err_msg=f"{kind}.{name}")
+    # one co-activation table on the device, whatever the number of label kinds
+    assert sink.accumulator.tables.coactivation.shape == (2, E, E)
+    assert all(v.sum() == 0 for n, v in sink.drain()["language"].items() if n != "entropy_bin_edges")

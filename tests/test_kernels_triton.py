@@ -284,8 +284,9 @@ def test_stats_update_matches_reference(T, E, k, NL):
         entropy[torch.rand(T, generator=g) < 0.1] = float("nan")
         valid = torch.rand(T, generator=g) > 0.2 if layer else None
         labels = torch.randint(-2, NL + 2, (T,), generator=g) if NL else None
-        update_stats(got, layer, ids, entropy, labels, valid)
-        update_stats_torch(ref, layer, ids, entropy, labels, valid)
+        main = layer == 1 or labels is None  # layer 0 calls add a further label kind only
+        update_stats(got, layer, ids, entropy, labels, valid, main=main)
+        update_stats_torch(ref, layer, ids, entropy, labels, valid, main=main)
     for name in ("expert_counts", "coactivation", "entropy_hist", "tokens",
                  "label_expert_counts", "label_entropy_hist", "label_tokens"):  # fmt: skip
         assert torch.equal(getattr(got, name), getattr(ref, name)), name

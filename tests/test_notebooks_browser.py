@@ -265,6 +265,7 @@ def test_notebook_draws_every_chart_in_jupyterlab_and_in_its_html_export(lab, br
 def test_charts_draw_in_the_jupyter_notebook_ui(lab, browser, tmp_path):
     import nbformat
 
+    pytest.importorskip("notebook", minversion="7")
     path = next(p for p in NOTEBOOKS if "collapse" in p.stem)  # two charts side by side, and one more
     shutil.copyfile(path, lab.root / f"nb7-{path.name}")
     # Notebook 7 logs a few errors of its own here; a notebook without charts shows which

@@ -12,9 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # package -> the moelens packages its modules may import (data flows one way:
-# model -> hooks -> kernels -> store -> analysis -> presentation)
+# model -> hooks -> kernels -> store -> analysis -> presentation). The embedded registry sits
+# below the model layer (models/loading resolves its short names) and imports nothing of moelens.
 BASE = {"moelens.errors", "moelens._version"}
 ALLOWED = {
+    "embedded": BASE | {"moelens.embedded"},
     "models": BASE | {"moelens.models", "moelens.embedded"},
     "hooks": BASE | {"moelens.models", "moelens.hooks"},
     "kernels": BASE | {"moelens.hooks", "moelens.kernels"},
@@ -22,8 +24,8 @@ ALLOWED = {
     "analysis": BASE | {"moelens.store", "moelens.analysis"},
     "viz": BASE | {"moelens.store", "moelens.analysis", "moelens.viz", "moelens.web"},
 }
-NO_TORCH = {"store", "analysis", "viz"}
-SOURCES = {"models": ROOT / "moelens/models", "hooks": ROOT / "hooks", "kernels": ROOT / "kernels",
+NO_TORCH = {"embedded", "store", "analysis", "viz"}
+SOURCES = {"embedded": ROOT / "moelens/embedded", "models": ROOT / "moelens/models", "hooks": ROOT / "hooks", "kernels": ROOT / "kernels",
            "store": ROOT / "store", "analysis": ROOT / "moelens/analysis", "viz": ROOT / "moelens/viz"}
 
 
@@ -97,7 +99,8 @@ def test_public_api():
         ["__version__", "capture", "trace", "open", "TraceConfig", "load_model", "supported_families", "errors"])
     for name in moelens.__all__:
         assert getattr(moelens, name) is not None
-    assert len(moelens.supported_families()) == 72
+    families = moelens.supported_families()
+    assert len(families) == 75 and {"lara_mini", "hy_v4_vl", "inkling2_loop"} <= set(families)  # transformers 5.24
 
 
 def test_installed_layout_has_no_top_level_hooks_kernels_store(tmp_path):
@@ -118,12 +121,24 @@ def test_installed_layout_has_no_top_level_hooks_kernels_store(tmp_path):
 def test_wheel_ships_models_data_and_web_but_no_top_level_hooks_kernels_store(tmp_path):
     import zipfile
 
+    import shutil
+
+    # build from a copy of the tracked files: an in-tree build/ folder keeps files a move left behind
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    source = tmp_path / "src"
+    for name in files:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path), str(source)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("moelens-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names if "/" in n and not n.split("/", 1)[0].endswith(".dist-info")}
-    assert tops == {"moelens"}, tops
+    assert tops == {"moelens"}, tops  # no tools/: the embedded model's build tooling stays in the repository
+    embedded_code = sorted(n for n in names if n.startswith("moelens/embedded/") and n.endswith(".py"))
+    assert embedded_code == ["moelens/embedded/__init__.py"], embedded_code
     for checkpoint in ("moelens-mini", "moelens-mini-early", "moelens-mini-collapsed"):
         for f in ("config.json", "model.safetensors", "tokenizer.json"):
             assert f"moelens/embedded/models/{checkpoint}/{f}" in names

@@ -1,7 +1,8 @@
 """Tiny random models: every MoE family builds, runs, routes for real, and matches the survey.
 
 The expectations come from the capture survey (Table 1 of
-``reference/transformers-moe-families.md``), copied here as literals so that the module under
+``reference/transformers-moe-families.md``, transformers 5.23) and, for the families transformers
+5.24 added, from its modeling files; they are copied here as literals so that the module under
 test is checked against an independent source, not against its own table.
 """
 
@@ -37,6 +38,8 @@ TABLE1: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
     "flex_olmo": ("FlexOlmoForCausalLM", "num_experts", "num_experts_per_tok", ("FlexOlmoTopKRouter",)),
     "mellum": ("MellumForCausalLM", "num_experts", "num_experts_per_tok", ("MellumTopKRouter",)),
     "jamba": ("JambaForCausalLM", "num_experts", "num_experts_per_tok", ("JambaTopKRouter",)),
+    # transformers 5.24 (modeling_lara_mini.py: LaraMiniSparseMoeBlock.gate)
+    "lara_mini": ("LaraMiniForCausalLM", "num_experts", "num_experts_per_tok", ("LaraMiniTopKRouter",)),
     "hunyuan_v1_moe": ("HunYuanMoEV1ForCausalLM", "num_experts", "moe_topk", ("HunYuanMoEV1Gate",)),
     "dbrx": ("DbrxForCausalLM", "ffn_config.moe_num_experts", "ffn_config.moe_top_k", ("DbrxRouter",)),
     "gemma4": ("Gemma4ForCausalLM", "num_experts", "top_k_experts", ("Gemma4TextRouter",)),
@@ -74,6 +77,8 @@ TABLE1: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
     "lfm2_moe": ("Lfm2MoeForCausalLM", "num_experts", "num_experts_per_tok", ("Lfm2MoeTopKRouter",)),
     "inkling": ("InklingForCausalLM", "n_routed_experts", "num_experts_per_tok", ("InklingTopkRouter",)),
     "inkling2": ("Inkling2ForCausalLM", "n_routed_experts", "num_experts_per_tok", ("Inkling2TopKRouter",)),
+    # transformers 5.24 (modeling_inkling2_loop.py: Inkling2LoopSparseMoeBlock.gate; layers looped)
+    "inkling2_loop": ("Inkling2LoopForCausalLM", "n_routed_experts", "num_experts_per_tok", ("Inkling2LoopTopKRouter",)),
     "deepseek_v4": (
         "DeepseekV4ForCausalLM", "n_routed_experts", "num_experts_per_tok",
         ("DeepseekV4HashRouter", "DeepseekV4TopKRouter"),
@@ -105,6 +110,8 @@ TABLE1: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
     "nemotron_h": ("NemotronHForCausalLM", "n_routed_experts", "num_experts_per_tok", ("NemotronHTopkRouter",)),
     "solar_open": ("SolarOpenForCausalLM", "n_routed_experts", "num_experts_per_tok", ("SolarOpenTopkRouter",)),
     "hy_v4": ("HYV4ForCausalLM", "n_routed_experts", "num_experts_per_tok", ("HYV4TopkRouter",)),
+    # transformers 5.24 (modeling_hy_v4_vl.py: HYV4VLMoE.gate; text tower)
+    "hy_v4_vl": ("HYV4VLTextModel", "n_routed_experts", "num_experts_per_tok", ("HYV4VLTopkRouter",)),
     "axk1": ("AXK1ForCausalLM", "n_routed_experts", "num_experts_per_tok", ("AXK1TopkRouter",)),
     "axk2": ("AXK2ForCausalLM", "n_routed_experts", "num_experts_per_tok", ("AXK2TopkRouter",)),
     "beam": ("BeamForCausalLM", "num_experts", "num_experts_per_tok", ("BeamTopKRouter",)),
@@ -138,7 +145,7 @@ NO_DENSE_LAYERS = {
     "mixtral", "minimax", "qwen3_5_moe", "qwen4_exp", "olmoe", "flex_olmo", "hunyuan_v1_moe", "dbrx", "gemma4",
     "diffusion_gemma", "gpt_oss", "openai_privacy_filter", "granitemoe", "granitemoeshared", "granitemoe_swa",
     "granitemoehybrid", "aria", "jetmoe", "minimax_m2", "inkling2", "deepseek_v4", "kolibri1", "solar_open",
-    "longcat_flash", "zaya", "phimoe", "doge",
+    "longcat_flash", "zaya", "phimoe", "doge", "lara_mini", "inkling2_loop",
 }
 # Selection that a plain top-k of the router logits does not reproduce: scoring groups S3 (less
 # flint, whose sigmoid top-k has no bias), S4 and S6 of the survey, and deepseek_v4's hash layers.
@@ -148,7 +155,7 @@ BIASED_SELECTION = [
     "deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "glm5_next", "glm_moe_dsa", "dots1",
     "dots3_note", "kimi_linear", "bailing_hybrid", "exaone_moe", "mimo_v2_flash", "nemotron_h", "solar_open",
     "hy_v4", "axk1", "axk2", "beam",
-    "ernie4_5_moe", "ernie4_5_vl_moe", "longcat_flash", "zaya",
+    "ernie4_5_moe", "ernie4_5_vl_moe", "longcat_flash", "zaya", "inkling2_loop", "hy_v4_vl",
 ]
 # experts modules that do not take (hidden, top_k_index, top_k_weights) (conventions C, D, E, F)
 NO_INDEXED_EXPERTS = {"llama4", "jetmoe", "doge", "switch_transformers", "nllb_moe"}
@@ -215,12 +222,12 @@ def _dispatches(model, inputs, family: str) -> list[tuple[object, tuple]]:
 
 def test_families_are_the_surveys_in_order():
     assert tiny.TINY_FAMILIES == tuple(FAMILIES)
-    assert len(set(tiny.TINY_FAMILIES)) == 72
+    assert len(set(tiny.TINY_FAMILIES)) == 75
 
 
 def test_public_api():
     assert sorted(tiny.__all__) == sorted(
-        ["TINY_FAMILIES", "tiny_config", "build_tiny_model", "tiny_inputs", "family_model_class"]
+        ["TINY_FAMILIES", "tiny_config", "build_tiny_model", "tiny_inputs", "family_model_class", "family_available"]
     )
 
 

@@ -93,7 +93,7 @@ def eval_documents():
 def test_no_empty_token_text_on_the_shipped_chinese_and_japanese_documents(eval_documents):
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    from moelens.tracing import _token_texts
+    from moelens.pipeline.transformers_source import token_texts as _token_texts
 
     byte_of = {c: b for b, c in bytes_to_unicode().items()}
     tok, docs = eval_documents

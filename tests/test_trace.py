@@ -79,10 +79,10 @@ def test_sql_view_equals_the_arrays_and_parquet_export(tiny_model_dir, labelled_
 
     assert main(["export", str(out), "--parquet", str(tmp_path / "pq")]) == 0
     pq = duckdb.connect()
-    parquet = pq.execute(f"SELECT expert, weight FROM '{tmp_path}/pq/routes.parquet' "
-                         "ORDER BY doc_id, pos, layer, rank").fetchnumpy()
+    parquet = pq.execute(f"SELECT expert, weight FROM read_parquet('{tmp_path}/pq/routes/*/*/*.parquet', "
+                         "hive_partitioning = true) ORDER BY doc_id, pos, layer, rank").fetchnumpy()
     assert np.array_equal(parquet["expert"], view["expert"]) and np.array_equal(parquet["weight"], view["weight"])
-    n_docs = pq.execute(f"SELECT count(*) FROM '{tmp_path}/pq/documents.parquet'").fetchone()[0]
+    n_docs = pq.execute(f"SELECT count(*) FROM '{tmp_path}/pq/documents/*/*.parquet'").fetchone()[0]
     assert n_docs == 6
 
 

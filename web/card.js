@@ -16,6 +16,7 @@
   }
 
   function histogram(hist) {
+    if (!hist) return el("p", {class: "muted small"}, "unavailable: this run's source records no gate weights");
     const max = Math.max(1, ...hist);
     return el("div", {class: "hist", role: "img", "aria-label": "gate-weight histogram"},
       hist.map((n, i) => el("div", {class: "hist-col", title: `${(i / hist.length).toFixed(1)}–${((i + 1) / hist.length).toFixed(1)}: ${n}`},
@@ -44,7 +45,7 @@
         : null;
       return el("div", {class: "context"}, line,
         el("div", {class: "small muted"}, `document #${c.doc_id}, position ${c.pos} · ` +
-          (run.run.has_weights ? `gate weight ${fmt.num(c.weight, 3)}, ` : "") + `slot ${c.slot} `, open));
+          (run.run.has_weights && c.weight !== null ? `gate weight ${fmt.num(c.weight, 3)}, ` : "") + `slot ${c.slot} `, open));
     }));
   }
 

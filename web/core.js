@@ -51,9 +51,10 @@
 
   /** "unavailable: <reason>" for what a run's source did not record (runs.config.source). */
   M.unavailable = function unavailable(run, what) {
-    const words = {weights: "gate weights", token_text: "token text", token_ids: "token ids"};
+    const words = {weights: "gate weights", token_text: "token text", token_ids: "token ids", vocabulary: "token ids"};
+    const reason = (run.run.unavailable || {})[what];  // the report's words where it has them
     const kind = (run.run.source || {}).kind || "transformers";
-    return `${words[what] || what}: unavailable: this run's source (${kind}) did not record them`;
+    return `${words[what] || what}: unavailable: ${reason || `this run's source (${kind}) did not record them`}`;
   };
 
   M.error = function error(message) {

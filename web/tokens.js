@@ -19,17 +19,17 @@
       const picks = [];
       for (let s = 0; s < k; s++) {
         const at = (li * T + t) * k + s;
-        if (doc.experts[at] >= 0) picks.push({expert: doc.experts[at], weight: doc.weights[at] / 1000, slot: s});
+        if (doc.experts[at] >= 0) picks.push({expert: doc.experts[at], weight: doc.weights ? doc.weights[at] / 1000 : null, slot: s});
       }
       return {layer, picks};
     });
   }
 
   function routePanel(run, doc, t, layer, colors) {
-    const weights = run.run.has_weights;
+    const weights = run.run.has_weights && Boolean(doc.weights);
     const rows = route(run, doc, t).map((r) => el("tr", {class: r.layer === layer ? "current" : null, dataset: {layer: r.layer}},
       el("td", null, `layer ${r.layer}`),
-      el("td", null, r.picks.map((p) => el("span", {class: "route-pick", dataset: {expert: p.expert, weight: p.weight.toFixed(3), slot: p.slot}},
+      el("td", null, r.picks.map((p) => el("span", {class: "route-pick", dataset: {expert: p.expert, weight: p.weight === null ? "" : p.weight.toFixed(3), slot: p.slot}},
         M.chip(p.expert, weights ? fmt.num(p.weight, 3) : null, () => M.openExpert(r.layer, p.expert), r.layer === layer ? colors : null))))));
     const view = doc.tokens[t];
     return [

@@ -138,15 +138,25 @@ class Trace:
         """Normalized mutual information between expert and ``label`` per layer, with baselines."""
         return _spec.label_nmi(self.routing(run, layers), label, layers=layers, options=options)
 
+    def _require(self, routing: Any, what: str) -> Any:
+        """``routing``, or :class:`~moelens.errors.UnavailableError` when its source lacks ``what``."""
+        from moelens.analysis.report import unavailable
+        from moelens.errors import UnavailableError
+
+        reason = unavailable(routing.config).get(what)
+        if reason:
+            raise UnavailableError(f"unavailable: {reason} (run {routing.run_id!r}).")
+        return routing
+
     def vocabulary(self, run: str | None = None, layers: Iterable[int] | None = None,
                    options: VocabularyOptions = VocabularyOptions()):
         """OLMoE token specialization per layer (top-1 and top-k) with shuffled and uniform baselines."""
-        return _vocabulary.token_specialization(self.routing(run, layers), layers, options)
+        return _vocabulary.token_specialization(self._require(self.routing(run, layers), "vocabulary"), layers, options)
 
     def top_tokens(self, run: str | None = None, layers: Iterable[int] | None = None,
                    experts: Iterable[int] | None = None, options: VocabularyOptions = VocabularyOptions()):
         """Each expert's most characteristic tokens (by lift), with their text from the ``tokens`` table."""
-        routing = self.routing(run, layers)
+        routing = self._require(self.routing(run, layers), "vocabulary")
         top = _vocabulary.expert_top_tokens(routing, layers, experts, options)
         if not top.height:
             return top
@@ -209,6 +219,25 @@ class Trace:
     def specialization_shift(self, run_a: str, run_b: str, label: str, layers: Iterable[int] | None = None):
         """Per (layer, value, expert): OLMoE share in each run and the difference."""
         return _compare.specialization_shift(self.routing(run_a), self.routing(run_b), label, layers)[0]
+
+    def serving(self, run: str | None = None, options: Any = None, **overrides: Any):
+        """Serving what-ifs (:func:`moelens.analysis.serving.serving_report`): EP placement and balancedness,
+        capacity drops, LRU/LFU/Belady expert caches, prefetch accuracy and batch coverage. ``overrides``
+        are :class:`~moelens.analysis.serving.ServingOptions` fields, e.g. ``ep=(8, 16)``."""
+        from moelens.analysis.serving.options import ServingOptions
+        from moelens.analysis.serving.report import serving_report
+        from moelens.analysis.routing import load_run
+
+        options = ServingOptions(**{**(options or ServingOptions()).__dict__, **overrides})
+        info = self.store.require_run(run)
+        if info.config.get("identity", {}).get("mode") == "stats":
+            from moelens.analysis.serving.report import serving_stats_report
+
+            return serving_stats_report(self.store, info.run_id, options)
+        score = "capacity" in options.sections and info.config.get("source", {}).get("weights", True)
+        routing = load_run(self.store, info.run_id, layers=options.layers, weights=bool(score))
+        dtype = self.store.con.execute("SELECT dtype FROM runs WHERE run_id = ?", [info.run_id]).fetchone()[0]
+        return serving_report(routing, options, dtype=dtype)
 
     def report(self, run: str | None = None, options: ReportOptions = ReportOptions()):
         """The full report (:class:`~moelens.analysis.report.Report`: ``.data`` JSON, ``.frames`` polars)."""

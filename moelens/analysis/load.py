@@ -13,8 +13,9 @@ Definitions (``c_i`` = tokens routed to expert ``i`` at the layer, counting ever
 * collapsed: ``exp(H)/E < collapse_effective`` (0.3) or dead fraction ``>= collapse_dead`` (0.5);
 * EP balancedness for ``n`` devices: mean device load / max device load (SGLang, vLLM), with
   experts placed contiguously (``E/n`` consecutive ids per device) or greedily
-  (DeepSeek EPLB ``balanced_packing`` without replication: heaviest expert first onto the lightest
-  device that still has room).
+  (DeepSeek EPLB ``balanced_packing`` without replication, :mod:`moelens.analysis.serving.eplb`:
+  heaviest expert first onto the lightest device that still has room); replicas, the hierarchical
+  policy and fit/evaluate splits are in :mod:`moelens.analysis.serving`.
 
 Baselines under uniform routing: share 1/E, utilization 1, max/mean 1, imbalance 0, CV 0,
 Gini 0, normalized entropy 1, effective experts E, balancedness 1.
@@ -51,14 +52,10 @@ def device_loads(counts: np.ndarray, devices: int, placement: str = "contiguous"
         bounds = np.linspace(0, E, devices + 1).round().astype(int)
         return np.array([counts[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])])
     if placement == "greedy":
-        room = np.full(devices, E // devices) + (np.arange(devices) < E % devices)
-        load = np.zeros(devices)
-        for i in np.argsort(-counts, kind="stable"):
-            open_ = np.flatnonzero(room > 0)
-            d = open_[np.argmin(load[open_])]
-            load[d] += counts[i]
-            room[d] -= 1
-        return load
+        from moelens.analysis.serving.eplb import balanced_packing
+
+        pack, _ = balanced_packing(counts[None], devices)
+        return np.bincount(pack[0], weights=counts, minlength=devices)
     from moelens.errors import ConfigError
 
     raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}; got {placement!r}.")

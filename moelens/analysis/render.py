@@ -32,6 +32,11 @@ def render_report(data: dict[str, Any], console: Any, *, top: int = 10) -> None:
     console.print(f"[bold]run {escape(str(run['run_id']))}[/]  {escape(str(run.get('family') or ''))}  "
                   f"E={run['num_experts']} k={run['top_k']}  {run['tokens']:,} tokens in {run['documents']:,} documents, "
                   f"{len(run['layers'])} MoE layers")
+    source = data.get("source") or {}
+    if source.get("kind", "transformers") != "transformers":
+        console.print(f"source: {escape(str(source['kind']))} (imported)")
+    for what, why in (data.get("unavailable") or {}).items():
+        console.print(f"[yellow]unavailable[/]: {escape(what)}: {escape(why)}")
 
     t = Table(title="Load per layer (uniform: max/mean 1, entropy 1, effective = E)", title_justify="left")
     for col in ("layer", "tokens", "max/mean", "imbalance", "CV", "Gini", "H/log E", "exp(H)", "dead", "EP bal.", "verdict"):

@@ -21,7 +21,7 @@ from moelens.analysis.labels import available_labels, resolve_label
 from moelens.analysis.options import ReportOptions
 from moelens.analysis.temporal import any_overlap_baseline, first_or_second_baseline
 
-__all__ = ["Report", "build_report", "report_labels", "SCHEMA"]
+__all__ = ["Report", "build_report", "report_labels", "SCHEMA", "unavailable"]
 
 SCHEMA = "moelens.report/1"
 
@@ -79,6 +79,24 @@ def report_labels(routing: Any, options: ReportOptions) -> list[str]:
         n = len(resolve_label(routing, name).values)
         if 2 <= n <= options.specialization.max_values:
             out.append(name)
+    return out
+
+
+def unavailable(config: dict[str, Any] | None, *, logits: bool | None = None) -> dict[str, str]:
+    """``{what: reason}`` for what the run's source does not record (``config.source``, contract 1;
+    a run without the key is a transformers trace that records everything)."""
+    source = (config or {}).get("source") or {}
+    kind = source.get("kind", "transformers")
+    out: dict[str, str] = {}
+    if source.get("weights") is False:
+        out["weights"] = f"{kind} records expert ids only, no gate weights (routes.weight is NULL)"
+    if source.get("token_ids") is False:
+        out["vocabulary"] = f"no token ids: {kind} records none"
+    if source and source.get("token_text") is False:
+        out["token_text"] = f"no token text: {kind} records none"
+    if logits is False:
+        out["confidence"] = (f"no router logits: {kind} records none" if source
+                             else "no router logits stored (trace with --logits)")
     return out
 
 
@@ -185,6 +203,9 @@ def _build(db: Any, routing: Any, options: ReportOptions, clock: _Clock, has_log
     frames["crosslayer"] = pl.DataFrame(result.crosslayer) if result.crosslayer else pl.DataFrame()
     for name in ("vocabulary", "coactivation", "temporal", "crosslayer"):
         data[name] = _records(frames[name])
+    missing = unavailable(routing.config)
+    if "vocabulary" in missing:  # token id -1 everywhere: the numbers would be about nothing
+        data["vocabulary"], frames["vocabulary"] = [], pl.DataFrame()
     clock.lap("assemble")
     stage_times = {f"  {stage} (in layer pass)": seconds for stage, seconds in result.timings.items()}
 
@@ -196,6 +217,10 @@ def _build(db: Any, routing: Any, options: ReportOptions, clock: _Clock, has_log
         frames["confidence"] = confidence_summary(db, routing, layers)
         data["confidence"] = _records(frames["confidence"])
         clock.lap("confidence")
+    elif options.confidence_section:
+        missing = {**missing, **unavailable(routing.config, logits=False)}
+    data["source"] = (routing.config or {}).get("source", {"kind": "transformers"})
+    data["unavailable"] = missing
     return Report(data, frames, {**clock.timings, **stage_times})
 
 

@@ -30,7 +30,7 @@ def is_stats_run(store: Any, run_id: str | None) -> bool:
 
 def build_stats_report(store: Any, run_id: str | None, options: ReportOptions = ReportOptions()) -> dict[str, Any]:
     """The report JSON object (schema ``moelens.report/1``) of a stats-mode run."""
-    from moelens.analysis.report import SCHEMA, clean
+    from moelens.analysis.report import SCHEMA, clean, unavailable
 
     info = store.require_run(run_id)
     con, rid = store.con, info.run_id
@@ -60,6 +60,18 @@ def build_stats_report(store: Any, run_id: str | None, options: ReportOptions = 
     documents, doc_tokens = con.execute("SELECT count(*), coalesce(sum(n_tokens), 0) FROM documents WHERE run_id = ?",
                                         [rid]).fetchone()
     routing = info.config.get("routing", {})
+    coactivation = _coactivation(con, rid, layers, counts)
+    confidence = _entropy(con, rid, layers, E)
+    missing = unavailable(info.config)
+    missing.pop("vocabulary", None)
+    kind = (info.config.get("source") or {}).get("kind")
+    if kind is not None:  # a counts-only import: per-token analyses have nothing to work on
+        why = f"counts only: {kind} records no per-token routes"
+        missing.update({name: why for name in ("specialization", "position", "vocabulary", "temporal", "crosslayer")})
+    if not coactivation:
+        missing["coactivation"] = f"no co-activation counts: {kind or 'the run'} records none"
+    if confidence is None:
+        missing["confidence"] = f"no router entropy: {kind or 'the run'} records none"
     return clean({
         "schema": SCHEMA,
         "run": {"run_id": rid, "database": store.path, "family": routing.get("family"), "scoring": routing.get("scoring"),
@@ -75,8 +87,10 @@ def build_stats_report(store: Any, run_id: str | None, options: ReportOptions = 
         "specialization_tests": {},
         "label_profile": _label_profiles(con, rid, layers, counts, tokens, options.top),
         "nmi": {}, "position": {"first_token": []}, "vocabulary": [], "temporal": [], "crosslayer": [],
-        "coactivation": _coactivation(con, rid, layers, counts),
-        "confidence": _entropy(con, rid, layers, E),
+        "coactivation": coactivation,
+        "confidence": confidence,
+        "source": info.config.get("source", {"kind": "transformers"}),
+        "unavailable": missing,
     })
 
 
@@ -112,6 +126,8 @@ def _label_profiles(con: Any, rid: str, layers: list[int], counts: np.ndarray, t
 
 
 def _coactivation(con: Any, rid: str, layers: list[int], counts: np.ndarray) -> list[dict]:
+    if not con.execute("SELECT count(*) FROM stats_coactivation WHERE run_id = ?", [rid]).fetchone()[0]:
+        return []  # not recorded (counts-only imports): not a 0
     out = []
     for i, layer in enumerate(layers):
         pairs = con.execute("SELECT expert_a, expert_b, count FROM stats_coactivation WHERE run_id = ? AND layer = ? "

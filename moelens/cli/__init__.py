@@ -18,10 +18,14 @@ __all__ = ["main", "build_parser"]
 COMMANDS = {
     "demo": "demo",
     "trace": "trace",
+    "import": "import_",
     "report": "report",
     "compare": "compare",
+    "serving": "serving",
     "export": "export",
     "families": "families",
+    "upgrade": "upgrade",
+    "merge": "merge",
 }
 
 
@@ -36,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="moelens", formatter_class=_Formatter,
         description="Capture, store and analyse the routing of Mixture-of-Experts models.",
         epilog="examples:\n  moelens demo\n  moelens trace moelens-mini data.jsonl --out runs.duckdb\n"
+               "  moelens import vllm outputs.jsonl --out runs.duckdb --num-experts 64\n"
                "  moelens report runs.duckdb\n  moelens export runs.duckdb --site site/")
     parser.add_argument("--version", action="version", version=f"moelens {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")

@@ -6,8 +6,9 @@ multi-domain text from the package registries (see ``models/moelens-mini/README.
 variant trained without load balancing whose routing collapses. Each folder loads with
 ``transformers.AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``, offline.
 
-This module is the torch-free registry: it only maps names to folders. Building the corpus,
-training and measuring live in ``corpus``, ``train`` and ``measure`` and import torch when run.
+This module is the torch-free registry: it only maps names to folders, and imports nothing of
+moelens (the model layer's loader resolves short names through it). Building the corpus, training,
+measuring and writing the cards are repository tools, not part of the package: ``tools/embedded/``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Adapters: turn what a router (or MoE block) returns into (expert ids, gate weights, logits).
 
-One small function per routing convention of :mod:`moelens.models.families`. Each takes the
+One small function per routing convention of :mod:`moelens.models.family_spec`. Each takes the
 module's output (and, for conventions whose ids only appear further down, what the hooks saw
 there) and returns a :class:`RawRoute`: ``experts[T, k]`` int64 with ``-1`` for a choice that
 was dropped (capacity) or skipped (zaya's skip class), ``weights[T, k]`` exactly as the experts
@@ -18,7 +18,7 @@ import torch
 
 from moelens.errors import CaptureError
 
-__all__ = ["RawRoute", "adapt_router_output", "dbrx_route", "doge_route", "zaya_mark_skips"]
+__all__ = ["RawRoute", "adapt_router_output", "dbrx_route", "doge_route", "mark_skips"]
 
 
 @dataclass(slots=True)
@@ -96,17 +96,27 @@ def _nllb(out: Any, family: str) -> RawRoute:
     return RawRoute(torch.stack([id1, id2], 1), torch.stack([w1, w2], 1).detach(), logits.detach())
 
 
-def adapt_router_output(convention: str, family: str, out: Any, module: Any) -> RawRoute:
-    """Read one router call's output according to its family's convention (A, A+, C, D, E)."""
+_CAPACITY = {"top1_mask": _switch, "top2_combine": _nllb}
+
+
+def adapt_router_output(spec: Any, out: Any, module: Any) -> RawRoute:
+    """Read one router call's output according to its family row (conventions A, A+, C, D, E).
+
+    ``spec`` is the :class:`~moelens.models.family_spec.Family` row; a router with a skip class
+    gets its masked skip choices recovered as -1 (:func:`mark_skips`).
+    """
+    convention, family = spec.convention, spec.family
     if convention in ("A", "A+"):
-        return _convention_a(out, family)
-    if convention == "C":
-        return _convention_c(out, family, module)
-    if convention == "D":
-        return _convention_d(out, family)
-    if convention == "E":
-        return _switch(out, family) if family == "switch_transformers" else _nllb(out, family)
-    raise CaptureError(f"convention {convention} ({family}) is not read from the router output alone.")
+        route = _convention_a(out, family)
+    elif convention == "C":
+        route = _convention_c(out, family, module)
+    elif convention == "D":
+        route = _convention_d(out, family)
+    elif convention == "E":
+        route = _CAPACITY[spec.capacity](out, family)
+    else:
+        raise CaptureError(f"convention {convention} ({family}) is not read from the router output alone.")
+    return mark_skips(route, module) if spec.skip_class else route
 
 
 def dbrx_route(logits: torch.Tensor | None, experts_args: tuple) -> RawRoute:
@@ -135,10 +145,16 @@ def doge_route(block: torch.nn.Module, router_logits: torch.Tensor, indices: tor
     return RawRoute(_flat(indices).detach().long(), weights.detach(), logits.detach())
 
 
-def zaya_mark_skips(route: RawRoute, router: torch.nn.Module, num_experts: int) -> RawRoute:
-    """Zaya masks skip-class choices to (expert 0, weight 0); recover them as -1 from the logits."""
+def mark_skips(route: RawRoute, router: torch.nn.Module) -> RawRoute:
+    """A router with a skip class (zaya) masks a skip choice to (expert 0, weight 0) before the
+    experts see it; recover those choices as -1 from the logits.
+
+    The skip class is the last logits column; the router's selection adds its ``balancing_biases``
+    to the softmax probabilities and takes the top k, which is repeated here on the same tensors.
+    """
     if route.logits is None:
         return route
+    num_experts = route.logits.shape[-1] - 1
     probs = torch.softmax(route.logits, dim=-1)
     biased = probs.detach().to(torch.float32) + router.balancing_biases
     chosen = torch.topk(biased, route.experts.shape[1], dim=-1).indices

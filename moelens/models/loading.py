@@ -94,8 +94,14 @@ def load_tokenizer(location: str, revision: str | None = None) -> Any | None:
 
 
 def load_model(name: str, *, device: str = "auto", dtype: str = "auto", revision: str | None = None,
-               tokenizer: str | None = None) -> LoadedModel:
-    """Load ``name`` in eval mode on ``device``; raises :class:`ModelNotFoundError` if it cannot."""
+               tokenizer: str | None = None, device_map: str | None = None, max_memory: dict[str, str] | None = None,
+               offload_folder: str | None = None) -> LoadedModel:
+    """Load ``name`` in eval mode on ``device``; raises :class:`ModelNotFoundError` if it cannot.
+
+    With ``device_map`` (``auto``, ``balanced``, ``balanced_low_0``, ``sequential``) accelerate
+    places the model over the GPUs, the CPU (``max_memory`` caps each) and ``offload_folder`` on
+    disk; inputs then go to the CPU and accelerate's hooks move them layer by layer.
+    """
     from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
 
@@ -111,14 +117,47 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", revision
         ) from None
     cls = _model_class(config)
     torch_dtype = pick_dtype(dtype, device)
+    placement = _placement(device_map, max_memory, offload_folder)
     try:
-        model = cls.from_pretrained(location, revision=revision, dtype=torch_dtype)
+        model = cls.from_pretrained(location, revision=revision, dtype=torch_dtype, **placement)
     except (OSError, ValueError) as error:
         raise ModelNotFoundError(f"cannot load the weights of {name!r}: {str(error).splitlines()[0][:200]}") from None
-    model = model.to(device).eval()
+    if device_map is None:
+        model = model.to(device)
+    else:
+        device = _input_device(model)
+    model = model.eval()
     tok = load_tokenizer(tokenizer or location, revision=None if tokenizer else revision)
     actual = str(next(model.parameters()).dtype).replace("torch.", "")
     return LoadedModel(model, tok, name, location, device, actual)
+
+
+def _placement(device_map: str | None, max_memory: dict[str, str] | None, offload_folder: str | None) -> dict:
+    """``from_pretrained`` keyword arguments for a device map (none without one)."""
+    if device_map is None:
+        return {}
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise ConfigError("--device-map needs accelerate: pip install 'moelens[bigmodel]'.") from None
+    out: dict[str, Any] = {"device_map": device_map}
+    if max_memory:
+        out["max_memory"] = {int(k) if str(k).isdigit() else k: int(v) if str(v).isdigit() else v
+                             for k, v in max_memory.items()}
+    if offload_folder:
+        Path(offload_folder).mkdir(parents=True, exist_ok=True)
+        out["offload_folder"] = offload_folder
+    return out
+
+
+def _input_device(model: Any) -> str:
+    """Where a dispatched model takes its inputs: the first GPU its map uses, else the CPU."""
+    placed = set((getattr(model, "hf_device_map", None) or {}).values())
+    gpus = sorted(d for d in placed if isinstance(d, int) or (isinstance(d, str) and d.startswith("cuda")))
+    if not gpus:
+        return "cpu"
+    first = gpus[0]
+    return f"cuda:{first}" if isinstance(first, int) else first
 
 
 def load_remote_model(name: str, *, revision: str | None = None) -> LoadedModel:

@@ -1,10 +1,11 @@
-"""Tiny random models for every MoE text family of transformers 5.23: offline, on CPU, in seconds.
+"""Tiny random models for every family of the family table: offline, on CPU, in seconds.
 
 This module owns the recipe that turns a family name (``config.model_type``) into a tiny config, a
 seeded random model and matching inputs. The test-suite verifies capture on all 72 families with
 it, benchmarks take shapes from it, and users try a pipeline without downloading anything. The
-per-family facts live in one table (:mod:`moelens.models._tiny_table`); the generic part of the
-recipe lives here (the survey's §6, "Building tiny models"):
+per-family facts (model and config classes, routers, ``tiny`` quirks) are rows of the family table
+(:mod:`moelens.models.families`); the generic part of the recipe lives here (the survey's §6,
+"Building tiny models"):
 
 * every size, expert, top-k and shared-expert key the family's config class has is set;
 * per-layer string lists (``layer_types``, ...) are resampled to the new depth and numeric
@@ -29,13 +30,15 @@ import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from moelens.errors import ConfigError, UnknownArchitectureError
-from moelens.models._tiny_table import FAMILIES, Family, Sizes
+from moelens.models.families import FAMILIES
+from moelens.models.family_spec import Family, Sizes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     import transformers
 
-__all__ = ["TINY_FAMILIES", "tiny_config", "build_tiny_model", "tiny_inputs", "family_model_class"]
+__all__ = ["TINY_FAMILIES", "tiny_config", "build_tiny_model", "tiny_inputs", "family_model_class",
+           "family_available"]
 
 TINY_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 
@@ -154,6 +157,7 @@ def tiny_config(
     _check_sizes(family, spec, num_layers, hidden_size, num_experts, top_k, vocab_size)
     import transformers
 
+    family_model_class(family)  # a clear error where this transformers lacks the family
     config_cls = getattr(transformers, spec.config)
     sizes = Sizes(num_layers, hidden_size, num_experts, top_k, vocab_size)
     keys = _config_keys(config_cls)
@@ -165,11 +169,20 @@ def tiny_config(
     for key, value in _IF_SET.items():
         if key in keys and getattr(default, key, None) is not None:
             kwargs[key] = value(sizes, getattr(default, key))
-    explicit = set(kwargs) | set(spec.overrides) | set(overrides)
+    explicit = set(kwargs) | set(spec.tiny.overrides) | set(overrides)
     kwargs.update(_per_layer_lists(default, num_layers, skip=explicit))
-    kwargs.update({key: value(sizes) if callable(value) else value for key, value in spec.overrides.items()})
+    kwargs.update({key: value(sizes) if callable(value) else value for key, value in spec.tiny.overrides.items()})
     kwargs.update(overrides)
     return config_cls(**kwargs)
+
+
+def family_available(family: str) -> bool:
+    """Whether the installed transformers has ``family``'s model and config classes (newer families
+    of the table are missing from older releases)."""
+    spec = _family(family)
+    import transformers
+
+    return hasattr(transformers, spec.model) and hasattr(transformers, spec.config)
 
 
 def family_model_class(family: str) -> type:
@@ -177,6 +190,10 @@ def family_model_class(family: str) -> type:
     spec = _family(family)
     import transformers
 
+    if not family_available(family):
+        raise UnknownArchitectureError(
+            f"{family} is not in the installed transformers {transformers.__version__} (no {spec.model});"
+            " upgrade transformers to build it.")
     return getattr(transformers, spec.model)
 
 
@@ -235,7 +252,7 @@ def tiny_inputs(family: str, model: Any, *, batch: int = 2, seq: int = 12, seed:
         return ids
 
     inputs = {"input_ids": token_ids(seq), "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
-    if spec.seq2seq:
+    if spec.tiny.seq2seq:
         inputs["decoder_input_ids"] = token_ids(max(1, 2 * seq // 3))
     return inputs
 
@@ -251,12 +268,12 @@ def _family(family: str) -> Family:
 
 
 def _check_sizes(family: str, spec: Family, layers: int, hidden: int, experts: int, k: int, vocab: int) -> None:
-    if layers < spec.min_layers:
-        raise ConfigError(f"{family} needs num_layers >= {spec.min_layers}, got {layers}.")
+    if layers < spec.tiny.min_layers:
+        raise ConfigError(f"{family} needs num_layers >= {spec.tiny.min_layers}, got {layers}.")
     if hidden < 32 or hidden % 16:
         raise ConfigError(f"hidden_size must be a multiple of 16 and at least 32 (4 heads), got {hidden}.")
-    if not spec.min_top_k <= k <= experts:
-        raise ConfigError(f"{family} needs {spec.min_top_k} <= top_k <= num_experts, got {k} and {experts}.")
+    if not spec.tiny.min_top_k <= k <= experts:
+        raise ConfigError(f"{family} needs {spec.tiny.min_top_k} <= top_k <= num_experts, got {k} and {experts}.")
     if vocab < 8:
         raise ConfigError(f"vocab_size must be at least 8 (special token ids live below it), got {vocab}.")
 
@@ -311,19 +328,19 @@ def _randomize_routing(model: Any, spec: Family, seed: int) -> None:
         tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
 
     with torch.no_grad():
-        for router in _router_modules(model, spec.routers):
+        for router in _router_modules(model, spec.tiny.randomize or spec.routers):
             for name, param in router.named_parameters():
                 leaf = name.rpartition(".")[2]
                 if leaf in _SELECTION_BIASES:
                     continue
                 if param.ndim >= 2:  # unit-variance logits from RMS-normalised input
-                    normal_(param, spec.router_gain / math.sqrt(param.shape[-1]))
+                    normal_(param, spec.tiny.router_gain / math.sqrt(param.shape[-1]))
                 elif leaf == "bias":
                     normal_(param, _ROUTER_BIAS_STD)
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
             leaf = name.rpartition(".")[2]
             if leaf in _SELECTION_BIASES:
-                normal_(tensor, spec.bias_std)
+                normal_(tensor, spec.tiny.bias_std)
             elif leaf in _HASH_TABLES:
                 num_experts = model.config.num_local_experts
                 order = torch.rand((tensor.shape[0], num_experts), generator=generator).argsort(dim=-1)

@@ -53,6 +53,29 @@ class Trace(_AnalysisTrace):
         """Router saturation and top-1 agreement per layer between two runs of the same tokens."""
         return charts.comparison_chart(self.compare(run_a, run_b), pair=f"{run_a} → {run_b}")
 
+    def serving_chart(self, kind: str = "cache", runs: Iterable[str] | str | None = None, **options: Any) -> Any:
+        """A serving what-if chart (``kind``: balance, drops, cache, coverage, prefetch) of one run or
+        several side by side; ``options`` are :class:`~moelens.analysis.serving.ServingOptions` fields.
+        Reports are computed once per (run, options) and kept."""
+        from moelens.viz import serving_charts
+
+        names = [runs] if isinstance(runs, str) or runs is None else list(runs)
+        cache = self.__dict__.setdefault("_serving_reports", {})
+        reports = []
+        for name in names:
+            key = (self.store.require_run(name).run_id, tuple(sorted((k, repr(v)) for k, v in options.items())))
+            if key not in cache:
+                cache[key] = self.serving(name, **options)
+            reports.append(cache[key])
+        kinds = {"balance": serving_charts.balance_chart, "drops": serving_charts.drops_chart,
+                 "cache": serving_charts.cache_chart, "coverage": serving_charts.coverage_chart,
+                 "prefetch": serving_charts.prefetch_chart}
+        if kind not in kinds:
+            from moelens.errors import ConfigError
+
+            raise ConfigError(f"serving chart kind must be one of {', '.join(kinds)}; got {kind!r}.")
+        return kinds[kind](reports)
+
     def load_shift_chart(self, run_a: str, run_b: str) -> Any:
         """Layer x expert change in load share from ``run_a`` to ``run_b``."""
         return charts.load_shift_heatmap(self.load_shift(run_a, run_b))

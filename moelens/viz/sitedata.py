@@ -155,7 +155,9 @@ def _experts(routing: Any, views: list[Any], load_frame: Any, caps: SiteCaps, op
 
     vopt = VocabularyOptions(min_count=options.vocabulary.min_count, top_tokens=caps.top_tokens,
                              min_pair_count=options.vocabulary.min_pair_count, seed=options.vocabulary.seed)
-    top = expert_top_tokens(routing, None, None, vopt)
+    from moelens.analysis.report import unavailable
+
+    top = pl.DataFrame() if "vocabulary" in unavailable(routing.config) else expert_top_tokens(routing, None, None, vopt)
     first_view: dict[int, Any] = {}
     for i, v in zip(routing.token_id.tolist(), views):
         first_view.setdefault(i, v)
@@ -249,7 +251,7 @@ def run_data(store: Any, run_id: str, caps: SiteCaps = SiteCaps(), options: Any 
                 "documents": int(routing.documents.height),
                 "has_weights": routing.weights is not None and bool(source["weights"]),
                 "has_token_text": routing.tokens is not None and bool(source["token_text"]), "source": source,
-                "routing": routing_codes},
+                "routing": routing_codes, "unavailable": report.data.get("unavailable", {})},
         "options": {**report.data["options"], "overloaded": caps.overloaded},
         "caps": asdict(caps), "baselines": report.data["baselines"],
         "layers": layers,

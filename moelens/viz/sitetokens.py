@@ -32,10 +32,12 @@ WEIGHT_BINS = 10  # gate-weight histogram bins over [0, 1]
 
 
 def token_texts(routing: Any) -> list[str]:
-    """Stored text of every token (``⟨id⟩`` where the run stored no text)."""
+    """Stored text of every token (``⟨id⟩`` where the run stored no text, ``⟨?⟩`` where it has no id either)."""
+    def shown(i: int) -> str:
+        return f"\u27e8{i}\u27e9" if i >= 0 else "\u27e8?\u27e9"
     if routing.tokens is not None:
-        return [t if t is not None else f"\u27e8{int(i)}\u27e9" for t, i in zip(routing.tokens, routing.token_id)]
-    return [f"\u27e8{int(i)}\u27e9" for i in routing.token_id]
+        return [t if t is not None else shown(int(i)) for t, i in zip(routing.tokens, routing.token_id)]
+    return [shown(int(i)) for i in routing.token_id]
 
 
 def _part(p: str | Fragment) -> Any:
@@ -88,7 +90,8 @@ def export_documents(routing: Any, views: list[Any], max_docs: int, max_doc_toke
                      chunk_docs: int) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]], list[tuple[int, int]]]:
     """``(index, chunks, spans)``: the documents' metadata (with the ``chunk`` that holds each), the
     chunks (``tokens``, ``token_ids`` and ``experts`` / ``weights`` flattened as ``[layer][token][slot]``,
-    weights in per mille, ``-1`` expert = no choice) and each document's exported token span."""
+    weights in per mille or ``None`` for a run without gate weights (engine imports), ``-1`` expert = no
+    choice) and each document's exported token span."""
     docs = routing.documents
     _, starts, ends = _doc_bounds(routing)
     index, chunks, spans = [], [], []
@@ -96,7 +99,7 @@ def export_documents(routing: Any, views: list[Any], max_docs: int, max_doc_toke
         a, b = int(starts[i]), int(ends[i])
         shown = min(b - a, max_doc_tokens)
         e = routing.experts[:, a:a + shown].astype(np.int64)
-        w = routing.weights[:, a:a + shown] if routing.weights is not None else np.zeros(e.shape, np.float32)
+        w = routing.weights[:, a:a + shown] if routing.weights is not None else None  # engine imports: none
         row = docs.row(i, named=True)
         if n % chunk_docs == 0:
             chunks.append([])
@@ -106,7 +109,8 @@ def export_documents(routing: Any, views: list[Any], max_docs: int, max_doc_toke
         chunks[-1].append({"doc_id": int(row["doc_id"]), "tokens": views[a:a + shown],
                            "token_ids": routing.token_id[a:a + shown].astype(int).tolist(),
                            "experts": e.reshape(-1).tolist(),
-                           "weights": np.rint(np.where(e >= 0, w, 0) * 1000).astype(int).reshape(-1).tolist()})
+                           "weights": None if w is None else
+                           np.rint(np.where(e >= 0, w, 0) * 1000).astype(int).reshape(-1).tolist()})
         spans.append((a, a + shown))
     return index, chunks, spans
 
@@ -120,6 +124,8 @@ def search_index(routing: Any, texts: list[str], views: list[Any], spans: list[t
         return {"ids": [], "views": [], "match": [], "count": [], "docs": []}
     pos = np.concatenate([np.arange(a, b) for a, b in spans])
     doc = np.concatenate([np.full(b - a, n) for n, (a, b) in enumerate(spans)])
+    known = routing.token_id[pos] >= 0  # engine imports may record no token ids: nothing to index
+    pos, doc = pos[known], doc[known]
     ids = routing.token_id[pos].astype(np.int64)
     order = np.lexsort((doc, ids))
     ids, doc, pos = ids[order], doc[order], pos[order]
@@ -166,8 +172,8 @@ def _contexts(routing: Any, views: list[Any], li: int, per_expert: int, window: 
             d = int(np.searchsorted(docs, routing.doc_id[t]))
             lo, hi = max(int(doc_start[d]), t - window), min(int(doc_end[d]), t + window + 1)
             rows.append({"doc_id": int(routing.doc_id[t]), "pos": int(routing.pos[t]), "slot": int(slot[j]),
-                         "weight": float(weight[j]), "before": views[lo:t], "token": views[t],
-                         "after": views[t + 1:hi]})
+                         "weight": float(weight[j]) if routing.weights is not None else None,
+                         "before": views[lo:t], "token": views[t], "after": views[t + 1:hi]})
         out[x] = rows
     return out
 
@@ -186,10 +192,11 @@ def expert_tokens(routing: Any, views: list[Any], li: int, *, contexts: int, win
     n = np.bincount(exp, minlength=E)
     wsum = np.bincount(exp, weights=np.nan_to_num(w), minlength=E)
     first = np.bincount(exp[slot == 0], minlength=E)
-    ids = routing.token_id[tok].astype(np.int64)
-    key = exp * (int(routing.token_id.max(initial=0)) + 1) + ids
+    known = routing.token_id[tok] >= 0  # engine imports may record no token ids
+    ids, tok_known = routing.token_id[tok][known].astype(np.int64), tok[known]
+    key = exp[known] * (int(routing.token_id.max(initial=0)) + 1) + ids
     uniq, where, counts = np.unique(key, return_index=True, return_counts=True)
-    pair_exp = exp[where]
+    pair_exp = exp[known][where]
     order = np.lexsort((uniq, -counts, pair_exp))
     p_start = np.searchsorted(pair_exp[order], np.arange(E))
     ctx = _contexts(routing, views, li, contexts, window)
@@ -197,10 +204,10 @@ def expert_tokens(routing: Any, views: list[Any], li: int, *, contexts: int, win
     for x in range(E):
         top = order[p_start[x]:p_start[x] + frequent]
         top = top[pair_exp[top] == x]
-        out.append({"weight_hist": hist[x].tolist(),
+        out.append({"weight_hist": hist[x].tolist() if routing.weights is not None else None,
                     "weight_mean": float(wsum[x] / n[x]) if n[x] and routing.weights is not None else None,
                     "first_choice": int(first[x]),
-                    "frequent_tokens": [{"token_id": int(ids[where[j]]), "token": views[int(tok[where[j]])],
+                    "frequent_tokens": [{"token_id": int(ids[where[j]]), "token": views[int(tok_known[where[j]])],
                                          "count": int(counts[j]), "share": float(counts[j] / n[x])} for j in top],
                     "contexts": ctx.get(x, [])})
     return out

