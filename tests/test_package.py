@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # package -> the moelens packages its modules may import (data flows one way:
 # model -> hooks -> kernels -> store -> analysis -> presentation). The embedded registry sits
 # below the model layer (models/loading resolves its short names) and imports nothing of moelens.
-BASE = {"moelens.errors", "moelens._version"}
+# moelens.tokentext (the stored form of token text, written by the tracer, read by the dashboard) is
+# pure Python that imports nothing, like errors: every layer may use it.
+BASE = {"moelens.errors", "moelens._version", "moelens.tokentext"}
 ALLOWED = {
     "embedded": BASE | {"moelens.embedded"},
     "models": BASE | {"moelens.models", "moelens.embedded"},

@@ -7,6 +7,8 @@
   ``viz`` extra: ``altair``);
 * :mod:`~moelens.viz.jupyter` - the offline notebook renderer (JupyterLab, Notebook, VS Code,
   nbconvert HTML; no CDN): :func:`enable_offline_renderer`;
+* :mod:`~moelens.viz.states` - significant / not significant / untested (and why) per
+  specialization cell, for the heatmaps, the cards and the dashboard data;
 * :mod:`~moelens.viz.sitedata` and :mod:`~moelens.viz.sitetokens` - the dashboard's data
   (schema in ``docs/site-data.md``); :mod:`~moelens.viz.site` - :func:`export_site`.
 
