@@ -112,17 +112,19 @@ def test_dashboard_of_imports_has_no_invented_weights(imported, tmp_path):
     assert main(["export", str(db), "--site", str(tmp_path / "site")]) == 0
     index = read_data_file(tmp_path / "site/data/index.js")
     assert [s["run_id"] for s in index["skipped"]] == ["trtllm"]  # counts only: no token view
-    by_run = {}
+    by_run, documents = {}, {}
     for entry in index["runs"]:
-        by_run[entry["run_id"]] = read_data_file(tmp_path / "site" / entry["file"])
+        by_run[entry["run_id"]] = data = read_data_file(tmp_path / "site" / entry["file"])
+        documents[entry["run_id"]] = [d for c in range(data["chunks"]) for d in read_data_file(
+            tmp_path / "site" / "data" / f"run-{entry['index']}-docs-{c}.js")["documents"]]  # token view chunks
     for run in ("vllm", "megatron"):
         data = by_run[run]
         assert data["run"]["has_weights"] is False and "weights" in data["run"]["unavailable"]
-        assert all(d["weights"] is None for d in data["documents"])
+        assert documents[run] and all(d["weights"] is None for d in documents[run])
         cards = [x for x in data["experts"] if x["count"]]
         assert cards and all(x["weight_hist"] is None and x["weight_mean"] is None for x in cards)
         assert all(c["weight"] is None for x in cards for c in x["contexts"])
     meg = by_run["megatron"]
     assert all(x["frequent_tokens"] == [] and x["top_tokens"] == [] for x in meg["experts"])
-    assert set(meg["documents"][0]["tokens"]) == {"\u27e8?\u27e9"}
+    assert set(documents["megatron"][0]["tokens"]) == {"\u27e8?\u27e9"}
     assert any(x["frequent_tokens"] for x in by_run["vllm"]["experts"])

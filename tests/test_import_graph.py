@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"moelens": ROOT / "moelens", "moelens.hooks": ROOT / "hooks", "moelens.kernels": ROOT / "kernels",
            "moelens.store": ROOT / "store", "moelens.web": ROOT / "web"}
 
-BASE = {"moelens", "moelens._version", "moelens.errors", "moelens.config", "moelens.progress", "moelens.hub"}
+BASE = {"moelens", "moelens._version", "moelens.errors", "moelens.config", "moelens.progress",
+        "moelens.tokentext", "moelens.hub"}  # the stored form of token text: pure, imports nothing; the pipeline writes it, viz reads it;
+        # moelens.hub: stdlib-only hub probe and "did you mean" that models and data share
 # layer -> the layers its modules may import (besides BASE and their own)
 MAY_IMPORT = {
     "base": set(),

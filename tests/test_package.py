@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # package -> the moelens packages its modules may import (data flows one way:
 # model -> hooks -> kernels -> store -> analysis -> presentation). The embedded registry sits
 # below the model layer (models/loading resolves its short names) and imports nothing of moelens.
-BASE = {"moelens.errors", "moelens._version", "moelens.hub"}
+# moelens.tokentext (the stored form of token text, written by the tracer, read by the dashboard) is
+# pure Python that imports nothing, like errors: every layer may use it. So is moelens.hub (the
+# stdlib-only hub probe and "did you mean" shared by model loading and dataset reading).
+BASE = {"moelens.errors", "moelens._version", "moelens.tokentext", "moelens.hub"}
 ALLOWED = {
     "embedded": BASE | {"moelens.embedded"},
     "models": BASE | {"moelens.models", "moelens.embedded"},

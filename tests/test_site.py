@@ -2,7 +2,8 @@
 
 A tiny random MoE is traced over a labelled corpus (plus a stats-mode run, which has nothing per
 token to show); the exported ``data/*.js`` files are read back and compared with ``routes``,
-``tokens`` and ``documents``. Hand-made runs check the run comparison and the caps.
+``tokens`` and ``documents``. Hand-made runs check the run comparison, the caps and the untested
+state. The corpus has Chinese text, which the tiny byte-level tokenizer cuts inside characters.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ TEXTS = [
     "Der schnelle braune Fuchs springt über den faulen Hund.",
     "def double(x):\n    return 2 * x\n",
     "Article 1. All human beings are born free and equal in dignity and rights.",
+    "敏捷的棕色狐狸跳过了懒狗。",
 ]
 PAYLOAD = "Payload <script>alert(1)</script> <img src=x onerror=alert(1)> \"q\" 'q' </div> </script> & end"
 
@@ -37,6 +39,7 @@ def corpus_rows() -> list[dict]:
     for i in range(21):
         rows.append({"text": TEXTS[i % 4] * (1 + i % 3), "domain": ["prose", "prose", "code", "legal"][i % 4],
                      "language": ["en", "de", "python", "en"][i % 4]})
+    rows += [{"text": TEXTS[4] * 2, "domain": "prose", "language": "zh"}] * 3  # 3 documents: zh is not tested
     rows.append({"text": PAYLOAD, "domain": "<img src=x onerror=alert(2)>", "language": "en"})
     return rows
 
@@ -54,7 +57,7 @@ def traced(tiny_model_dir, tmp_path_factory):
     moelens.trace(str(tiny_model_dir), str(data), out=str(db), run_id="tiny", batch_size=4, progress=False)
     moelens.trace(str(tiny_model_dir), str(data), out=str(db), run_id="stats-only", mode="stats", progress=False)
     site = root / "site"
-    index_html = export_site(db, site)
+    index_html = export_site(db, site, caps=SiteCaps(chunk_docs=10))
     return db, site, index_html
 
 
@@ -68,6 +71,24 @@ def sql(db, query, params=None):
 
 def run_file(site: Path, index: int = 0) -> dict:
     return read_data_file(site / "data" / f"run-{index}.js")
+
+
+def documents(site: Path, index: int = 0) -> list[dict]:
+    """The token view's documents: the run file's list joined with their chunk files."""
+    run = run_file(site, index)
+    chunks = {}
+    for c in range(run["chunks"]):
+        data = read_data_file(site / "data" / f"run-{index}-docs-{c}.js")
+        assert data["schema"] == "moelens.site-docs/1" and data["chunk"] == c
+        chunks[c] = {d["doc_id"]: d for d in data["documents"]}
+    return [{**meta, **chunks[meta["chunk"]][meta["doc_id"]]} for meta in run["documents"]]
+
+
+def stored(view) -> str:
+    """The stored text a token view shows (its fragments back in the <0x..> notation)."""
+    if isinstance(view, str):
+        return view
+    return "".join(p if isinstance(p, str) else "".join(f"<0x{h.upper()}>" for h in p[0].split()) for p in view)
 
 
 def test_js_json_is_safe_inside_a_script_and_round_trips():
@@ -89,7 +110,7 @@ def test_export_writes_index_runs_and_local_assets(traced):
     assert index["skipped"] == [{"run_id": "stats-only", "reason": "no per-token routes (stats mode or nothing traced)"}]
     assert index["default_run"] == 0
     run = run_file(site)
-    assert run["schema"] == "moelens.site-run/1" and run["schema_version"] == 1
+    assert run["schema"] == "moelens.site-run/2" and run["schema_version"] == 2
     (num_experts, top_k), = sql(db, "SELECT num_experts, top_k FROM runs WHERE run_id = 'tiny'")
     assert (run["run"]["num_experts"], run["run"]["top_k"]) == (num_experts, top_k)
     # every script and stylesheet the page names is a relative path to a file of the site
@@ -123,14 +144,16 @@ def test_token_view_documents_equal_tokens_and_routes(traced):
     db, site, _ = traced
     run = run_file(site)
     (n_docs,), = sql(db, "SELECT count(*) FROM documents WHERE run_id = 'tiny'")
-    assert len(run["documents"]) == min(n_docs, SiteCaps().max_docs)
+    docs = documents(site)
+    assert len(docs) == n_docs and run["chunks"] == 3  # every document (25), in chunks of 10
+    assert [d["doc_id"] for d in docs] == sorted(d["doc_id"] for d in docs)
     layers, k = run["run"]["layers"], run["run"]["top_k"]
-    for doc in run["documents"]:
+    for doc in docs:
         texts = [t for _, t in sql(db, "SELECT pos, token FROM tokens WHERE run_id = 'tiny' AND doc_id = ? ORDER BY pos",
                                    [doc["doc_id"]])]
         T = doc["shown_tokens"]
         assert doc["n_tokens"] == len(texts) and T == min(len(texts), SiteCaps().max_doc_tokens)
-        assert doc["tokens"] == texts[:T]
+        assert [stored(v) for v in doc["tokens"]] == texts[:T] and all(texts)
         experts = np.full((len(layers), T, k), -1)
         weights = np.zeros((len(layers), T, k))
         for layer, pos, rank, expert, weight in sql(
@@ -140,8 +163,36 @@ def test_token_view_documents_equal_tokens_and_routes(traced):
             weights[layers.index(layer), pos, rank] = weight
         assert doc["experts"] == experts.reshape(-1).tolist()
         assert np.abs(np.array(doc["weights"]) / 1000 - weights.reshape(-1)).max() <= 0.0005 + 1e-6
-    payload = [d for d in run["documents"] if d["domain"] == "<img src=x onerror=alert(2)>"]
+    payload = [d for d in docs if d["domain"] == "<img src=x onerror=alert(2)>"]
     assert len(payload) == 1 and "".join(payload[0]["tokens"]) == PAYLOAD
+    # the Chinese documents: characters cut by the byte-level tokenizer are fragments with the whole character
+    zh = next(d for d in docs if d["language"] == "zh")
+    fragments = [p for v in zh["tokens"] if not isinstance(v, str) for p in v if not isinstance(p, str)]
+    assert fragments
+    for hexbytes, char, first, size in fragments:
+        data = bytes.fromhex(hexbytes)
+        assert char in TEXTS[4] and char.encode("utf-8")[first:first + len(data)] == data and size == 3
+
+
+def test_search_index_lists_every_token_and_its_documents(traced):
+    db, site, _ = traced
+    index = read_data_file(site / "data" / "run-0-search.js")
+    assert index["schema"] == "moelens.site-search/1"
+    docs = documents(site)
+    position = {d["doc_id"]: i for i, d in enumerate(docs)}
+    expected: dict[int, dict[int, int]] = {}
+    for doc_id, token_id, n in sql(db, "SELECT doc_id, token_id, count(*) FROM tokens WHERE run_id = 'tiny' GROUP BY ALL"):
+        expected.setdefault(token_id, {})[position[doc_id]] = n
+    assert index["ids"] == sorted(expected)
+    for j, token_id in enumerate(index["ids"]):
+        post = index["docs"][j]
+        assert dict(zip(post[::2], post[1::2])) == expected[token_id]
+        assert index["count"][j] == sum(expected[token_id].values())
+        (text,), = sql(db, "SELECT DISTINCT token FROM tokens WHERE run_id = 'tiny' AND token_id = ?", [token_id])
+        assert index["match"][j].startswith(text) and stored(index["views"][j]) == text
+    # a text search for a Chinese character finds the tokens holding its bytes too
+    fox = [j for j, m in enumerate(index["match"]) if "狐" in m]
+    assert any("<0x" in index["match"][j] for j in fox)
 
 
 def test_specialization_cells_equal_shares_counted_in_sql(traced):
@@ -160,11 +211,27 @@ def test_specialization_cells_equal_shares_counted_in_sql(traced):
         layer, value, e = cells["layer"][i], label["values"][cells["value"][i]], cells["expert"][i]
         assert cells["count"][i] == n_cell.get((layer, value, e), 0)
         assert cells["share"][i] == pytest.approx(n_cell.get((layer, value, e), 0) / n_value[value], rel=1e-3, abs=1e-9)
-    # a value is tested only with >= 20 tokens in >= 5 documents (docs/metrics.md)
+    # a value is tested only with >= 20 tokens in >= 5 documents (docs/metrics.md); otherwise the cell is
+    # "untested" with the reason, never "not significant"
     docs_per_value = dict(sql(db, "SELECT domain, count(*) FROM documents WHERE run_id = 'tiny' GROUP BY ALL"))
     for i in range(len(cells["layer"])):
         value = label["values"][cells["value"][i]]
-        assert cells["tested"][i] == int(docs_per_value[value] >= 5 and n_value[value] >= 20)
+        enough = docs_per_value[value] >= 5 and n_value[value] >= 20
+        routed = n_cell.get((cells["layer"][i], value, cells["expert"][i]), 0) or any(
+            n for (layer, _, e), n in n_cell.items() if (layer, e) == (cells["layer"][i], cells["expert"][i]))
+        assert cells["tested"][i] == int(enough and bool(routed))
+        assert cells["state"][i] == ("untested" if not cells["tested"][i] else
+                                     "significant" if cells["significant"][i] else "not_significant")
+        if not enough:
+            plural = "s" if docs_per_value[value] != 1 else ""
+            why = ([f"{docs_per_value[value]} document{plural} < 5 needed"] if docs_per_value[value] < 5 else []) + \
+                ([f"{n_value[value]} tokens < 20 needed"] if n_value[value] < 20 else [])
+            assert cells["untested_reason"][i] == ", ".join(why)
+        else:
+            assert cells["untested_reason"][i] is None or cells["untested_reason"][i] == "expert never routed at this layer"
+    language = next(lab for lab in run["labels"] if lab["name"] == "language")
+    assert language["value_untested"][language["values"].index("zh")] == "3 documents < 5 needed"
+    assert language["value_untested"][language["values"].index("en")] is None
     # significance is the report's rule: the cells flagged are the facade's significant rows
     with moelens.open(db) as t:
         sig = t.specialization("domain", run="tiny", significant=True)
@@ -188,15 +255,15 @@ def test_expert_cards_contexts_and_tokens_come_from_the_database(traced):
         assert x["contexts"][0]["weight"] == pytest.approx(best[(x["layer"], x["expert"])], rel=1e-3)
         for c in x["contexts"]:
             (expert,), = sql(db, "SELECT expert FROM routes WHERE run_id = 'tiny' AND doc_id = ? AND pos = ? "
-                                 "AND layer = ? AND rank = ?", [c["doc_id"], c["pos"], x["layer"], c["rank"]])
+                                 "AND layer = ? AND rank = ?", [c["doc_id"], c["pos"], x["layer"], c["slot"]])
             assert expert == x["expert"]
             texts = dict(sql(db, "SELECT pos, token FROM tokens WHERE run_id = 'tiny' AND doc_id = ?", [c["doc_id"]]))
             p = c["pos"]
-            assert c["token"] == texts[p]
-            assert c["before"] == [texts[q] for q in range(max(0, p - caps.context_window), p)]
-            assert c["after"] == [texts[q] for q in range(p + 1, min(len(texts), p + caps.context_window + 1))]
+            assert stored(c["token"]) == texts[p]
+            assert [stored(v) for v in c["before"]] == [texts[q] for q in range(max(0, p - caps.context_window), p)]
+            assert [stored(v) for v in c["after"]] == [texts[q] for q in range(p + 1, min(len(texts), p + caps.context_window + 1))]
         assert sum(x["weight_hist"]) == x["count"]
-        assert x["utilization"] == pytest.approx(x["share"] * run["run"]["num_experts"], rel=1e-3)
+        assert x["utilization"] == pytest.approx(x["load"] * run["run"]["num_experts"], rel=1e-3)
         assert x["overloaded"] == (x["utilization"] >= caps.overloaded)
     freq = {(layer, e, tid): n for layer, e, tid, n in sql(
         db, "SELECT r.layer, r.expert, t.token_id, count(*) FROM routes r JOIN tokens t USING (run_id, doc_id, pos) "
@@ -215,10 +282,12 @@ def test_caps_bound_documents_tokens_and_contexts(traced, tmp_path):
     caps = SiteCaps(max_docs=5, max_doc_tokens=5, contexts_per_expert=1, context_window=2, top_tokens=2, partners=1)
     export_site(db, tmp_path / "small", caps=caps)
     run = run_file(tmp_path / "small")
-    assert all(d["shown_tokens"] == 5 for d in run["documents"])
+    assert all(d["shown_tokens"] == 5 for d in documents(tmp_path / "small"))
     # round-robin over the (domain, language) groups: prose/en 0, prose/de 1, code/python 2, legal/en 3 and the
     # payload document 21 - not the first five documents
     assert [d["doc_id"] for d in run["documents"]] == [0, 1, 2, 3, 21]
+    index = read_data_file(tmp_path / "small" / "data" / "run-0-search.js")
+    assert sum(index["count"]) == 5 * 5  # the search covers exactly the exported tokens
     for x in run["experts"]:
         assert len(x["contexts"]) <= 1 and len(x["frequent_tokens"]) <= 2 and len(x["partners"]) <= 1
         for c in x["contexts"]:
@@ -271,3 +340,31 @@ def test_cli_export_site(traced, tmp_path):
     assert out.returncode == 0, out.stderr
     assert str(tmp_path / "cli" / "index.html") in out.stdout
     assert (tmp_path / "cli" / "data" / "run-0.js").is_file()
+
+
+def test_dashboard_glossary_and_docs_glossary_agree_and_the_page_keeps_one_word_per_concept():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    js = (root / "web" / "glossary.js").read_text(encoding="utf-8")
+    md = (root / "docs" / "glossary.md").read_text(encoding="utf-8")
+    block = js[js.index("M.GLOSSARY = ["):js.index("M.views.glossary")]
+    js_terms = re.findall(r'^\s+\["([^"]+)", "', block, flags=re.M)
+    md_terms = []
+    for section in md.split("\n## ")[1:]:
+        if section.startswith(("Abbreviations",)):
+            continue
+        body = section.split("\n### ")[0]
+        md_terms += [row.split(" | ")[0][2:].replace("\\|", "|") for row in body.splitlines()
+                     if row.startswith("| ") and not row.startswith(("| term", "|---"))]
+    assert js_terms and js_terms == md_terms
+    for name in ("CONVENTIONS", "SCORING_GROUPS"):
+        table = js[js.index(f"M.{name} = {{"):]
+        codes = re.findall(r'^\s+"([A-Z]\+?\d?)": "', table[:table.index("};")], flags=re.M)
+        assert codes and all(f"\n| {code} | " in md for code in codes)
+    # the page's own words: load (not "share of the layer"), slot (not "rank"), fair load
+    pages = "".join((root / "web" / f).read_text(encoding="utf-8") for f in
+                    ("overview.js", "heatmaps.js", "tokens.js", "card.js", "core.js", "tokentext.js", "palette.js"))
+    strings = " ".join(re.findall(r'"[^"\n]*"|`[^`]*`', pages))
+    for banned in (r"\brank\b", r"share of the layer", r"fair share", r"\bchoice \d"):
+        assert not re.search(banned, strings), banned

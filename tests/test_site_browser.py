@@ -1,17 +1,21 @@
 """The exported dashboard in a real browser: headless Debian Chromium driven by Playwright, from file://.
 
 A tiny random MoE is traced over a labelled corpus that includes a document of HTML and script
-payloads (also used as label values), and a second, hand-made run has whole payloads as token
-text and as its run id. The tests compare what the page shows with the database's SQL views
-(cells per heatmap, the route of a hovered token, the expert card), record every request (only
-file:// may appear), every console message and every dialog, and save screenshots (copied to
-``$MOELENS_ARTIFACTS`` when set).
+payloads (also used as label values) and a Chinese one (its byte-level tokenizer cuts characters);
+hand-made runs have whole payloads as token text and run id, a bidi override and a 300-character
+token, and 16 and 64 experts for the palette. The tests compare what the page shows with the
+database's SQL views (cells per heatmap, the route of a hovered token, the expert card, the search),
+measure layout (bidi order, overflow) and colours (CIEDE2000, checked against Sharma's published
+pairs), record every request (only file:// may appear), every console message and every dialog, and
+save screenshots (copied to ``$MOELENS_ARTIFACTS`` when set).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,32 @@ BAD_TOKENS = ["<script>alert(4)</script>", "<img src=x onerror=alert(5)>", "\"'"
 BAD_RUN = "</script><b onmouseover=alert(6)>run</b>"
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Der schnelle braune Fuchs springt über den faulen Hund.",
          "def double(x):\n    return 2 * x\n", "Article 1. All human beings are born free and equal in dignity."]
+CHINESE = "敏捷的棕色狐狸跳过了懒狗。"
+RLO = "\u202e"
+BIDI_TOKENS = ["left ", RLO + "evil", " b", " c", " d"]  # an unterminated RIGHT-TO-LEFT OVERRIDE
+LONG_TOKEN = "x" * 150 + "y" * 150
+RUNS = {"tiny": 0, "payloads": 1, "text": 2, "palette-16": 3, "palette-64": 4}
+
+
+def _save(db, run_id, experts, num_experts, docs, doc_id, tokens, token_id=None):
+    experts = np.asarray(experts)
+    routing = from_arrays(experts, num_experts=num_experts, doc_id=doc_id, documents=docs,
+                          token_id=token_id if token_id is not None else np.arange(experts.shape[1]) % 97 + 1,
+                          layers=list(range(experts.shape[0])), weights=np.full(experts.shape, 0.5, np.float32))
+    routing.tokens = tokens
+    save_routing(routing, db, run_id=run_id)
+
+
+def palette_run(E: int, first: np.ndarray, doc_id: np.ndarray):
+    """Two layers, top-2: slot 1 = ``first``, slot 2 = the next expert."""
+    e = np.stack([first, (first + 1) % E], axis=1)
+    return np.stack([e, e])
+
+
+def expected_top(first: np.ndarray) -> list[int]:
+    """The 16 experts the token view colours for E > 16: most first choices, ties to the lower id."""
+    counts = np.bincount(first)
+    return sorted(range(len(counts)), key=lambda e: (-counts[e], e))[:16] if len(counts) else []
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +76,39 @@ def site(tiny_model_dir, tmp_path_factory):
     rows = [{"text": TEXTS[i % 4] * (1 + i % 3), "domain": ["prose", "prose", "code", "legal"][i % 4],
              "language": ["en", "de", "python", "en"][i % 4]} for i in range(20)]
     rows += [{"text": PAYLOAD, "domain": BAD_DOMAIN, "language": BAD_LANGUAGE}] * 5  # >= 5 docs: a tested value
+    rows += [{"text": CHINESE * 2, "domain": "prose", "language": "zh"}] * 2
     data = root / "docs.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     db = root / "t.duckdb"
     moelens.trace(str(tiny_model_dir), str(data), out=str(db), run_id="tiny", batch_size=4, progress=False)
-    # a hand-made run whose token text and run id are whole payloads
+    # 1: a hand-made run whose token text and run id are whole payloads
     experts = np.array([[[0, 1], [2, 3], [1, 2], [3, 0], [0, 2], [1, 3]]] * 2)
-    routing = from_arrays(experts, num_experts=4, token_id=[1, 2, 3, 4, 5, 6], doc_id=[0, 0, 0, 1, 1, 1],
-                          documents=[{"doc_id": 0, "domain": BAD_DOMAIN}, {"doc_id": 1, "domain": "ok"}],
-                          layers=[0, 1], weights=np.full(experts.shape, 0.5, np.float32))
-    routing.tokens = BAD_TOKENS
-    save_routing(routing, db, run_id=BAD_RUN)
+    _save(db, BAD_RUN, experts, 4, [{"doc_id": 0, "domain": BAD_DOMAIN}, {"doc_id": 1, "domain": "ok"}],
+          [0, 0, 0, 1, 1, 1], BAD_TOKENS, token_id=[1, 2, 3, 4, 5, 6])
+    # 2: a bidi override that must stay inside its token, and a 300-character token
+    tokens = BIDI_TOKENS + [LONG_TOKEN, " after"]
+    experts = np.array([[[i % 4, (i + 1) % 4] for i in range(len(tokens))]] * 2)
+    _save(db, "text", experts, 4, [{"doc_id": 0, "domain": "bidi"}, {"doc_id": 1, "domain": "long"}],
+          [0] * 5 + [1] * 2, tokens, token_id=list(range(10, 10 + len(tokens))))
+    # 3: 16 experts; document 0 walks through all of them; domains a, b (5 documents each: tested) and c (2: not);
+    # expert 15 only in domain a (lift 0 elsewhere); each document its own language (1 document: untested)
+    rng = np.random.default_rng(0)
+    first, doc, docs = [], [], []
+    for d in range(12):
+        domain = "a" if d < 5 else "b" if d < 10 else "c"
+        docs.append({"doc_id": d, "domain": domain, "language": f"l{d}"})
+        f = np.arange(64) % 16 if d == 0 else rng.integers(0, 14, 40)  # slot 2 (f + 1) stays below 15
+        if domain == "a" and d:
+            f[:8] = 15
+        first.append(f)
+        doc.append(np.full(len(f), d))
+    first, doc = np.concatenate(first), np.concatenate(doc)
+    _save(db, "palette-16", palette_run(16, first, doc), 16, docs, doc, [f"t{i % 50}" for i in range(len(first))])
+    # 4: 64 experts, expert e the first choice of 40 - e tokens (e < 16) or of 2 tokens
+    counts = [40 - e if e < 16 else 2 for e in range(64)]
+    first = rng.permutation(np.repeat(np.arange(64), counts))
+    _save(db, "palette-64", palette_run(64, first, np.zeros(len(first), int)), 64, [{"doc_id": 0, "domain": "x"}],
+          np.zeros(len(first), int), [f"w{i % 30} " for i in range(len(first))])
     return db, export_site(db, root / "site")
 
 
@@ -87,8 +139,11 @@ class Session:
     dialogs: list = field(default_factory=list)
 
     def open(self, hash_: str, ready: str | None = None):
-        self.page.goto((self.site_dir / "index.html").as_uri() + "#" + hash_)
-        self.page.wait_for_selector(f'#main[data-view="{dict(p.split("=") for p in hash_.split("&"))["view"]}"]')
+        self.page.goto((self.site_dir / "index.html").as_uri() + "#" + hash_, wait_until="domcontentloaded")
+        view = dict(p.split("=", 1) for p in hash_.split("&"))["view"]
+        self.page.wait_for_selector(f'#main[data-view="{view}"]')
+        if view == "tokens":
+            self.page.wait_for_selector("#token-text, #main .card p.muted")
         if ready:
             self.page.wait_for_selector(ready)
 
@@ -111,14 +166,16 @@ class Session:
         assert self.dialogs == []
         assert self.page.evaluate("document.querySelectorAll('img, iframe, object, embed').length") == 0
         scripts = self.page.evaluate("[...document.scripts].map(s => s.getAttribute('src'))")
-        allowed = {"vendor/vega.js", "data/index.js", "core.js", "overview.js", "heatmaps.js", "tokens.js", "card.js",
-                   "app.js", "data/run-0.js", "data/run-1.js"}
-        assert set(scripts) <= allowed, scripts
+        allowed = {"vendor/vega.js", "data/index.js", "core.js", "palette.js", "tokentext.js", "glossary.js", "overview.js",
+                   "heatmaps.js", "tokens.js", "card.js", "app.js"}
+        data = re.compile(r"data/run-\d+(-docs-\d+|-search)?\.js")
+        assert all(s in allowed or data.fullmatch(s) for s in scripts), scripts
 
 
 @pytest.fixture
 def session(browser, site):
     context = browser.new_context(viewport={"width": 1360, "height": 900})
+    context.set_default_timeout(60_000)  # a shared 2-core machine can be slow; nothing here waits on a timer
     page = context.new_page()
     s = Session(page, site[1].parent)
     page.on("request", lambda r: s.requests.append(r.url))
@@ -131,6 +188,17 @@ def session(browser, site):
 
 def cells(page, chart: str) -> list:
     return page.query_selector_all(f"#{chart} svg g.mark-rect.role-mark path")
+
+
+def visible(text: str) -> str:
+    """What a token shows in "bytes" mode: text as is, the bytes of a cut character in hex."""
+    from moelens.tokentext import parts
+
+    return "".join(p if isinstance(p, str) else " ".join(f"{b:02x}" for b in p) for p in parts(text))
+
+
+def unisolate(text: str) -> str:
+    return text.replace("\u2068", "").replace("\u2069", "")
 
 
 def test_heatmaps_have_one_cell_per_layer_expert_and_value(session, site, tmp_path):
@@ -173,7 +241,7 @@ def test_hovering_a_token_shows_its_route_through_every_layer(session, site, tmp
     tokens = session.page.query_selector_all("#token-text .tok")
     texts = [t for _, t in sql(db, "SELECT pos, token FROM tokens WHERE run_id = 'tiny' AND doc_id = ? ORDER BY pos",
                                [doc_id])]
-    assert [t.text_content() for t in tokens] == texts
+    assert [t.text_content() for t in tokens] == [visible(t) for t in texts]
     for pos in (0, 3, len(tokens) - 1):
         tokens[pos].hover()
         session.page.wait_for_selector(f'#route-table[data-pos="{pos}"]')
@@ -218,15 +286,15 @@ def test_clicking_a_heatmap_cell_opens_the_expert_card(session, site, tmp_path):
 
 def test_every_view_of_every_run_renders_offline(session, site, tmp_path):
     db, _ = site
-    for run in (0, 1):
-        for view in ("overview", "load", "specialization", "tokens", "expert"):
+    for run in RUNS.values():
+        for view in ("overview", "load", "specialization", "tokens", "expert", "glossary"):
             session.open(f"view={view}&run={run}")
             session.page.wait_for_timeout(50)
             for chart in session.page.query_selector_all("#main .chart"):
                 session.page.wait_for_selector(f'[data-chart="{chart.get_attribute("data-chart")}"][data-rendered=true]')
         assert session.page.eval_on_selector("#run-select", "s => s.value") == str(run)
     session.open("view=overview&run=1", "#balance-chart[data-rendered=true]")
-    assert [o.text_content().split("  (")[0] for o in session.page.query_selector_all("#run-select option")] == \
+    assert [unisolate(o.text_content()).split("  (")[0] for o in session.page.query_selector_all("#run-select option")] == \
         [r[0] for r in sql(db, "SELECT run_id FROM runs ORDER BY created_at, run_id")]
     session.shot("overview", tmp_path)
     session.assert_clean()
@@ -237,8 +305,7 @@ def test_payloads_render_as_literal_text_and_execute_nothing(session, site, tmp_
     page = session.page
     # the traced payload document: its tokens spell the payload, as text
     session.open("view=tokens&run=0", "#doc-select")
-    options = [o.text_content() for o in page.query_selector_all("#doc-select option")]
-    index = next(i for i, o in enumerate(options) if BAD_DOMAIN in o)
+    index = next(o.get_attribute("value") for o in page.query_selector_all("#doc-select option") if BAD_DOMAIN in o.text_content())
     session.open(f"view=tokens&run=0&doc={index}", "#token-text")
     assert page.text_content("#token-text") == PAYLOAD
     assert page.query_selector_all("#token-text .tok")[0].text_content() == \
@@ -255,7 +322,7 @@ def test_payloads_render_as_literal_text_and_execute_nothing(session, site, tmp_
     # the hand-made run: whole payloads as token text and as the run id
     session.open("view=tokens&run=1&doc=0", "#token-text")
     assert [t.text_content() for t in page.query_selector_all("#token-text .tok")] == BAD_TOKENS[:3]
-    assert page.eval_on_selector("#run-select", "s => s.options[s.selectedIndex].textContent") == BAD_RUN
+    assert unisolate(page.eval_on_selector("#run-select", "s => s.options[s.selectedIndex].textContent")) == BAD_RUN
     page.query_selector_all("#token-text .tok")[1].hover()
     assert page.text_content(".route-token") == BAD_TOKENS[1].replace(" ", "·")
     session.shot("payloads", tmp_path)
@@ -266,4 +333,264 @@ def test_payloads_render_as_literal_text_and_execute_nothing(session, site, tmp_
     session.open("view=overview&run=1", "#balance-chart[data-rendered=true]")
     assert BAD_RUN in page.text_content("#main")
     assert page.evaluate("document.querySelectorAll('b, div[onerror], [onmouseover], [onerror]').length") == 0
+    session.assert_clean()
+
+
+# ---- token text: cut characters, bidi, long tokens ------------------------------------------------------
+
+def test_every_token_of_a_chinese_document_is_visible_and_hoverable(session, site, tmp_path):
+    db, _ = site
+    page = session.page
+    session.open("view=tokens&run=0", "#doc-select")
+    index = next(o.get_attribute("value") for o in page.query_selector_all("#doc-select option") if "zh" in o.text_content())
+    session.open(f"view=tokens&run=0&doc={index}&cut=bytes", "#token-text")
+    doc_id = int(page.get_attribute("#token-text", "data-doc"))
+    texts = [t for (t,) in sql(db, "SELECT token FROM tokens WHERE run_id = 'tiny' AND doc_id = ? ORDER BY pos", [doc_id])]
+    spans = page.query_selector_all("#token-text .tok")
+    assert len(spans) == len(texts) and all(texts)
+    assert [s.text_content() for s in spans] == [visible(t) for t in texts]
+    boxes = [s.bounding_box() for s in spans]
+    assert all(b and b["width"] > 2 and b["height"] > 2 for b in boxes)  # every token can be seen and hovered
+    cut = [i for i, t in enumerate(texts) if "<0x" in t]
+    assert cut
+    for i in cut[:3]:  # hover names the whole character
+        title = spans[i].get_attribute("title")
+        assert any(ch in title for ch in CHINESE) and "byte" in title
+        spans[i].hover()
+        page.wait_for_selector(f'#route-table[data-pos="{i}"]')
+        assert any(ch in page.text_content(".frag-note") for ch in CHINESE)
+    # character mode (the default): the character on the token holding its first byte, ◌ on the others
+    session.open(f"view=tokens&run=0&doc={index}", "#token-text")
+    shown = page.text_content("#token-text")
+    assert shown.replace("◌", "") == CHINESE * 2 and shown.count("◌") == sum(t.startswith("<0x") and
+                                                                              not t.startswith(("<0xE", "<0xF")) for t in texts)
+    session.shot("token-view-chinese", tmp_path)
+    session.assert_clean()
+
+
+def test_a_bidi_override_stays_inside_its_token_and_long_tokens_are_cut(session, site, tmp_path):
+    page = session.page
+    session.open(f"view=tokens&run={RUNS['text']}&doc=0", "#token-text")
+    spans = page.query_selector_all("#token-text .tok")
+    assert [s.text_content() for s in spans] == BIDI_TOKENS
+    xs = [s.bounding_box()["x"] for s in spans]
+    # left to right in reading order: the override reverses its own token only, never the tokens after it
+    assert xs == sorted(xs), xs
+    # the same in the expert card's context line (expert 0 takes token 0 first: "left " then the rest)
+    session.open(f"view=expert&run={RUNS['text']}&layer=0&expert=0", "#expert-card")
+    line = page.query_selector("#expert-card .context-text")
+    parts = line.query_selector_all(".tokn")
+    assert [p.text_content() for p in parts][:5] == BIDI_TOKENS
+    xs = [p.bounding_box()["x"] for p in parts[:5]]
+    assert xs == sorted(xs), xs
+    # a 300-character token: cut with "…", the whole text on hover, nothing overflows its box
+    session.open(f"view=tokens&run={RUNS['text']}&doc=1", "#token-text")
+    long = page.query_selector_all("#token-text .tok")[0]
+    assert long.get_attribute("title") == LONG_TOKEN
+    assert long.text_content() == LONG_TOKEN[:39] + "…" and "cut" in long.get_attribute("class")
+    text_box = page.query_selector("#token-text").bounding_box()
+    assert long.bounding_box()["width"] < text_box["width"]
+    session.open(f"view=expert&run={RUNS['text']}&layer=0&expert=1", "#expert-card")
+    assert page.evaluate("[...document.querySelectorAll('#main .card')].every(c => c.scrollWidth <= c.clientWidth + 1)")
+    boxes = [b for b in page.query_selector_all("#expert-card .token-box") if b.get_attribute("title") == LONG_TOKEN]
+    assert boxes and all(b.bounding_box()["width"] < 600 for b in boxes)
+    session.shot("bidi-and-long-token", tmp_path)
+    session.assert_clean()
+
+
+# ---- expert colours ------------------------------------------------------------------------------------
+
+def _lab(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (x / 255 for x in rgb)]
+    x = 0.4124564 * lin[0] + 0.3575761 * lin[1] + 0.1804375 * lin[2]
+    y = 0.2126729 * lin[0] + 0.7151522 * lin[1] + 0.0721750 * lin[2]
+    z = 0.0193339 * lin[0] + 0.1191920 * lin[1] + 0.9503041 * lin[2]
+
+    def f(t):
+        return t ** (1 / 3) if t > (6 / 29) ** 3 else t / (3 * (6 / 29) ** 2) + 4 / 29
+
+    fx, fy, fz = f(x / 0.95047), f(y), f(z / 1.08883)
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def ciede2000(lab1, lab2) -> float:
+    """CIEDE2000 colour difference (Sharma, Wu & Dalal 2005)."""
+    (L1, a1, b1), (L2, a2, b2) = lab1, lab2
+    cb = (math.hypot(a1, b1) + math.hypot(a2, b2)) / 2
+    g = 0.5 * (1 - math.sqrt(cb ** 7 / (cb ** 7 + 25 ** 7)))
+    a1p, a2p = (1 + g) * a1, (1 + g) * a2
+    c1, c2 = math.hypot(a1p, b1), math.hypot(a2p, b2)
+    h1 = math.degrees(math.atan2(b1, a1p)) % 360 if c1 else 0.0
+    h2 = math.degrees(math.atan2(b2, a2p)) % 360 if c2 else 0.0
+    dh = 0.0 if c1 * c2 == 0 else h2 - h1 - 360 if h2 - h1 > 180 else h2 - h1 + 360 if h2 - h1 < -180 else h2 - h1
+    dH = 2 * math.sqrt(c1 * c2) * math.sin(math.radians(dh / 2))
+    lm, cm = (L1 + L2) / 2, (c1 + c2) / 2
+    hm = h1 + h2 if c1 * c2 == 0 else (h1 + h2) / 2 if abs(h1 - h2) <= 180 else \
+        (h1 + h2 + 360) / 2 if h1 + h2 < 360 else (h1 + h2 - 360) / 2
+    t = 1 - 0.17 * math.cos(math.radians(hm - 30)) + 0.24 * math.cos(math.radians(2 * hm)) + \
+        0.32 * math.cos(math.radians(3 * hm + 6)) - 0.20 * math.cos(math.radians(4 * hm - 63))
+    rt = -math.sin(math.radians(60 * math.exp(-((hm - 275) / 25) ** 2))) * 2 * math.sqrt(cm ** 7 / (cm ** 7 + 25 ** 7))
+    sl = 1 + 0.015 * (lm - 50) ** 2 / math.sqrt(20 + (lm - 50) ** 2)
+    sc, sh = 1 + 0.045 * cm, 1 + 0.015 * cm * t
+    dl, dc = (L2 - L1) / sl, (c2 - c1) / sc
+    return math.sqrt(dl ** 2 + dc ** 2 + (dH / sh) ** 2 + rt * dc * (dH / sh))
+
+
+def test_ciede2000_matches_sharmas_published_pairs():
+    for lab1, lab2, expected in [((50, 2.6772, -79.7751), (50, 0, -82.7485), 2.0425),
+                                 ((50, 0, 0), (50, -1, 2), 2.3669), ((50, 2.5, 0), (73, 25, -18), 27.1492),
+                                 ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+                                 ((2.0776, 0.0795, -1.1350), (0.9033, -0.0636, -0.5514), 0.9082)]:
+        assert ciede2000(lab1, lab2) == pytest.approx(expected, abs=1e-4)
+    assert _lab((255, 255, 255)) == pytest.approx((100, 0, 0), abs=0.01)
+
+
+MIN_DELTA_E = 15  # "clearly different" on a text background; the palette measures >= 18
+
+
+def _colors(page, selector: str) -> dict[int, tuple[int, int, int]]:
+    rows = page.evaluate(f"[...document.querySelectorAll('{selector}')].map(s => [Number(s.dataset.expert), "
+                         "getComputedStyle(s).backgroundColor])")
+    out = {}
+    for expert, css in rows:
+        rgb = tuple(int(v) for v in re.findall(r"\d+", css)[:3])
+        assert out.setdefault(expert, rgb) == rgb  # one colour per expert on the page
+    return out
+
+
+def _min_distance(colors) -> float:
+    labs = [_lab(c) for c in colors]
+    return min(ciede2000(a, b) for i, a in enumerate(labs) for b in labs[i + 1:])
+
+
+def test_sixteen_expert_colours_are_distinguishable(session, site, tmp_path):
+    session.open(f"view=tokens&run={RUNS['palette-16']}&doc=0&layer=0", "#token-text")
+    colors = _colors(session.page, "#token-text .tok")
+    assert sorted(colors) == list(range(16))
+    assert _min_distance(colors.values()) >= MIN_DELTA_E
+    grey = _lab((230, 230, 230))
+    assert min(ciede2000(_lab(c), grey) for c in colors.values()) >= MIN_DELTA_E
+    # the golden-angle hues this palette replaced fail the same measure (E1/E6/E14 were all green)
+    import colorsys
+
+    old = [tuple(round(255 * v) for v in colorsys.hls_to_rgb((e * 137.508 % 360) / 360, (80 - 8 * (e // 12 % 2)) / 100, 0.7))
+           for e in range(16)]
+    assert _min_distance(old) < MIN_DELTA_E / 2
+    session.shot("palette-16", tmp_path)
+    session.assert_clean()
+
+
+def test_with_64_experts_only_the_documents_top_experts_are_coloured(session, site, tmp_path):
+    db, _ = site
+    page = session.page
+    session.open(f"view=tokens&run={RUNS['palette-64']}&doc=0&layer=0", "#token-text")
+    first = np.array([e for (e,) in sql(db, "SELECT expert FROM routes WHERE run_id = 'palette-64' AND layer = 0 "
+                                            "AND rank = 0 ORDER BY pos")])
+    top = expected_top(first)
+    assert top == list(range(16))
+    colors = _colors(page, "#token-text .tok")
+    grey = (230, 230, 230)
+    coloured = {e for e, c in colors.items() if c != grey}
+    assert coloured == set(top)
+    assert _min_distance([colors[e] for e in top]) >= MIN_DELTA_E
+    # the others are grey, named in the legend, and marked on the token
+    others = [int(c.get_attribute("data-expert")) for c in page.query_selector_all("#token-legend .legend-others .chip")]
+    assert sorted(others) == sorted(set(first.tolist()) - set(top))
+    assert all("other" in s.get_attribute("class") for s in page.query_selector_all("#token-text .tok")
+               if int(s.get_attribute("data-expert")) not in coloured)
+    session.shot("palette-64", tmp_path)
+    session.assert_clean()
+
+
+# ---- untested, scales, search ---------------------------------------------------------------------------
+
+def test_untested_is_said_with_its_reason_and_not_shown_as_no_effect(session, site, tmp_path):
+    page = session.page
+    run = RUNS["palette-16"]
+    # every language has one document: nothing tested, and the page says so and why
+    session.open(f"view=specialization&run={run}&label=language&layer=0", "#label-heatmap[data-rendered=true]")
+    note = page.text_content("#untested-note")
+    assert note.startswith("Not tested.") and "1 document < 5 needed" in note and "beyond noise" not in note
+    shown = cells(page, "label-heatmap")
+    assert len(shown) == 12 * 16 and all(c.get_attribute("fill") == "#e4e4e4" for c in shown)
+    assert all(c.get_attribute("opacity") in (None, "1") for c in shown)  # grey and opaque, not faded
+    assert "l0 (untested)" in page.text_content("#label-heatmap svg")
+    shown[0].hover()
+    page.wait_for_selector("#vg-tooltip-element.visible")
+    assert "untested: 1 document < 5 needed" in page.text_content("#vg-tooltip-element")
+    session.shot("untested", tmp_path)
+    # domain: a and b tested (5 documents each), c untested (2)
+    session.open(f"view=specialization&run={run}&label=domain&layer=0", "#label-heatmap[data-rendered=true]")
+    assert "c (untested)" in page.text_content("#label-heatmap svg")
+    assert "2 documents < 5 needed" in page.text_content("#main")
+    # the expert card: the untested row says why; lift 0 (domain b never reaches expert 15) is not drawn as lift 1
+    session.open(f"view=expert&run={run}&layer=0&expert=15", "#expert-card")
+    rows = {r.get_attribute("data-value"): r for r in page.query_selector_all('.profile[data-label="domain"] tbody tr')}
+    assert rows["c"].get_attribute("data-state") == "untested" and "2 documents < 5 needed" in rows["c"].text_content()
+    assert rows["b"].query_selector(".lift-bar.zero") is not None and "×0.00" in rows["b"].text_content()
+    from moelens.viz.site import read_data_file
+
+    label = next(lab for lab in read_data_file(site[1].parent / "data" / f"run-{run}.js")["labels"] if lab["name"] == "domain")
+    c = label["cells"]
+    i = min((i for i in range(len(c["lift"])) if c["layer"][i] == 0 and c["lift"][i]), key=lambda i: abs(c["lift"][i] - 1))
+    assert abs(c["lift"][i] - 1) < 0.1
+    session.open(f"view=expert&run={run}&layer=0&expert={c['expert'][i]}", "#expert-card")
+    row = page.query_selector(f'.profile[data-label="domain"] tbody tr[data-value="{label["values"][c["value"][i]]}"]')
+    bar = row.query_selector(".lift-bar")
+    assert "zero" not in bar.get_attribute("class") and bar.bounding_box()["width"] <= 36 * abs(math.log2(c["lift"][i])) / 3 + 1
+    session.assert_clean()
+
+
+def test_scales_say_where_the_colour_is_clipped(session, site, tmp_path):
+    page = session.page
+    session.open("view=load&run=0", "#load-heatmap[data-rendered=true]")
+    legend = page.text_content("#load-heatmap svg .role-legend")
+    assert "≥ 8" in legend and "≤ ⅛" in legend and "clipped" in legend
+    session.open("view=specialization&run=0&label=domain&layer=all", "#label-heatmap[data-rendered=true]")
+    legend = page.text_content("#label-heatmap svg .role-legend")
+    assert "≥ 4" in legend and "≤ ¼" in legend
+    assert "the largest tested lift here is" in page.text_content("#main")
+    # a compact tooltip: four rows, not one per field
+    cells(page, "label-heatmap")[0].hover()
+    page.wait_for_selector("#vg-tooltip-element.visible")
+    assert len(page.query_selector_all("#vg-tooltip-element tr")) == 4
+    session.assert_clean()
+
+
+def test_search_finds_a_token_in_every_document_loaded_on_demand(session, site, tmp_path):
+    db, _ = site
+    page = session.page
+    session.open("view=tokens&run=0&doc=0", "#token-text")
+    assert not any("-search.js" in u for u in session.requests)  # the index loads only when searching
+    # the most widespread token of three or more letters; search for its text
+    token_id, text, n_docs = sql(db, "SELECT token_id, any_value(token), count(DISTINCT doc_id) AS n FROM tokens "
+                                     "WHERE run_id = 'tiny' AND regexp_full_match(trim(token), '[A-Za-z]{3,}') "
+                                     "GROUP BY ALL ORDER BY n DESC, token_id LIMIT 1")[0]
+    query = text.strip()
+    page.fill("#token-search", query)
+    page.wait_for_selector(f'#search-results li[data-token-id="{token_id}"]')
+    expected = {i for (i,) in sql(db, "SELECT DISTINCT token_id FROM tokens WHERE run_id = 'tiny' AND "
+                                      "contains(lower(token), lower(?))", [query])}
+    shown = {int(li.get_attribute("data-token-id")) for li in page.query_selector_all("#search-results li[data-token-id]")}
+    assert shown == expected
+    page.click(f'#search-results li[data-token-id="{token_id}"] button')
+    page.wait_for_selector("#search-docs")
+    links = page.query_selector_all("#search-docs .doc-links a")
+    assert len(links) == n_docs
+    # open the last document holding it: its chunk file loads then, and its occurrences are highlighted
+    last = links[-1]
+    target = int(last.get_attribute("data-doc"))
+    last.click()
+    page.wait_for_selector(f'#token-text .tok.found')
+    doc_id = int(page.get_attribute("#token-text", "data-doc"))
+    positions = [p for (p,) in sql(db, "SELECT pos FROM tokens WHERE run_id = 'tiny' AND doc_id = ? AND token_id = ? "
+                                       "ORDER BY pos", [doc_id, token_id])]
+    assert [int(s.get_attribute("data-i")) for s in page.query_selector_all("#token-text .tok.found")] == positions
+    assert page.eval_on_selector("#doc-select", "s => s.value") == str(target)
+    assert any(u.endswith("data/run-0-search.js") for u in session.requests)
+    session.shot("token-search", tmp_path)
+    # by id
+    page.fill("#token-search", f"#{token_id}")
+    page.wait_for_selector(f'#search-results li[data-token-id="{token_id}"]')
+    assert page.query_selector_all("#search-results li[data-token-id]")[0].get_attribute("data-token-id") == str(token_id)
     session.assert_clean()

@@ -45,7 +45,8 @@ def test_load_heatmap_from_a_capture_frame_fills_missing_experts():
     values = values_of(mv.load_heatmap(cap_load, num_experts=4))
     assert [(v["layer"], v["expert"], v["count"]) for v in values] == [
         (1, 0, 3), (1, 1, 0), (1, 2, 1), (1, 3, 0), (2, 0, 0), (2, 1, 4), (2, 2, 0), (2, 3, 0)]
-    assert [v["utilization"] for v in values] == [3.0, 0.0, 1.0, 0.0, 0.0, 4.0, 0.0, 0.0]  # share * E
+    assert [v["utilization"] for v in values] == [3.0, 0.0, 1.0, 0.0, 0.0, 4.0, 0.0, 0.0]  # load * E
+    assert [v["load"] for v in values][:4] == [0.75, 0.0, 0.25, 0.0]
     assert [v["dead"] for v in values] == [False, True, False, True, True, False, True, True]
     assert len(rect_cells(mv.load_heatmap(cap_load, num_experts=4).to_dict())) == 8
 
@@ -68,11 +69,36 @@ def test_lift_heatmap_mutes_non_significant_and_greys_untested_cells():
     assert len(outlined) == 1
 
 
+def _svg_text(spec: dict) -> list[str]:
+    root = ET.fromstring(vlc.vegalite_to_svg(spec, vl_version="6.4"))
+    return [t.text or "" for t in root.iter(f"{SVG}text")]
+
+
+def test_untested_values_are_marked_on_the_axis_and_clipped_scales_say_so():
+    rows = []
+    for value, docs in (("en", 12), ("ja", 3)):  # ja: 3 documents, the test needs 5
+        for expert in range(3):
+            rows.append({"label": "language", "layer": 0, "value": value, "expert": expert, "share": 0.5,
+                         "lift": [0.1, 1.0, 7.5][expert], "ci_low": 1.5, "ci_high": 2.5, "q_value": 0.5, "count": 10,
+                         "tokens": 400 if docs > 5 else 60, "docs": docs, "overall_share": 0.5, "tested": docs >= 5,
+                         "significant": False})
+    chart = mv.specialization_heatmap(pl.DataFrame(rows))
+    values = values_of(chart)
+    assert {v["value_label"] for v in values} == {"en", "ja (untested)"}
+    assert {v["untested_reason"] for v in values if v["value"] == "ja"} == {"3 documents < 5 needed"}
+    assert {v["state"] for v in values} == {"not_significant", "untested"}
+    texts = _svg_text(chart.to_dict())
+    assert "ja (untested)" in texts
+    assert "≥ 4" in texts and "≤ ¼" in texts  # the legend's ends: lift 7.5 and 0.1 share the end colours
+    load = _svg_text(mv.load_heatmap(pl.DataFrame({"layer": [0, 0], "expert": [0, 1], "tokens": [99, 1]})).to_dict())
+    assert "≥ 8" in load and "≤ ⅛" in load
+
+
 def test_every_dashboard_template_compiles_with_vega_lite():
     samples = {
-        "load_heatmap": [{"layer": 0, "expert": 0, "count": 1, "share": 1.0, "utilization": 1.0, "dead": False}],
-        "lift_heatmap": [{"layer": 0, "value": "x", "value_index": 0, "expert": 0, "share": 0.5, "lift": 1.0,
-                          "tested": True, "significant": False}],
+        "load_heatmap": [{"layer": 0, "expert": 0, "count": 1, "load": 1.0, "utilization": 1.0, "dead": False}],
+        "lift_heatmap": [{"layer": 0, "value": "x", "value_label": "x", "value_index": 0, "expert": 0, "share": 0.5,
+                          "lift": 1.0, "state": "not_significant", "untested_reason": None}],
         "layer_balance": [{"run": "r", "layer": 0, "effective_fraction": 0.5, "effective_experts": 4,
                            "max_over_mean": 1.5, "collapsed": False}],
         "nmi": [{"label": "domain", "layer": 0, "nmi": 0.1, "nmi_permuted": 0.01, "nmi_baseline": 0.0}],

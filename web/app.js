@@ -31,6 +31,7 @@
     specialization: (run, st, main) => M.views.specialization(run, st, main),
     tokens: (run, st, main) => M.views.tokens(run, st, main),
     expert: (run, st, main) => M.views.expert(run, st, main),
+    glossary: (run, st, main) => M.views.glossary(run, st, main),
   };
 
   function runIndex(st) {
@@ -43,21 +44,22 @@
     select.value = String(i);
     const r = run.run;
     M.clear(document.getElementById("run-meta")).append(M.el("span", null,
-      r.model || "?", " · ", r.dataset || "?", " · ",
+      M.bdi(r.model || "?"), " · ", M.bdi(r.dataset || "?"), " · ",
       `${r.num_experts} experts, top-${r.top_k}, ${r.layers.length} MoE layers, ${M.fmt.int(r.tokens)} tokens `,
-      r.status && r.status !== "complete" ? M.el("span", {class: "badge warn"}, r.status) : null));
+      r.status && r.status !== "complete" ? M.el("span", {class: "badge warn"}, M.bdi(r.status)) : null));
   }
 
-  let generation = 0;
+  M.generation = 0;  // bumped on every render; asynchronous views drop stale results
   function render() {
     const st = M.state();
     const view = VIEWS[st.view] ? st.view : "overview";
     const i = runIndex(st);
     for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.view === view);
-    const mine = ++generation;
+    const mine = ++M.generation;
     M.loadRun(i).then((run) => {
-      if (mine !== generation) return;
+      if (mine !== M.generation) return;
       M.releaseCharts();
+      M.numExperts = run.run.num_experts;
       header(i, run);
       const main = M.clear(document.getElementById("main"));
       main.dataset.view = view;
@@ -72,8 +74,9 @@
       return;
     }
     const select = document.getElementById("run-select");
-    site.runs.forEach((r, i) => select.append(M.el("option", {value: i}, `${r.run_id}${r.collapsed_layers ? "  (collapsed layers: " + r.collapsed_layers + ")" : ""}`)));
-    select.addEventListener("change", () => M.go({run: select.value, expert: null, doc: null}));
+    site.runs.forEach((r, i) => select.append(M.el("option", {value: i, dataset: {runId: r.run_id}},
+      `${M.isolate(r.run_id)}${r.collapsed_layers ? "  (collapsed layers: " + r.collapsed_layers + ")" : ""}`)));
+    select.addEventListener("change", () => M.go({run: select.value, expert: null, doc: null, find: null, q: null}));
     for (const a of document.querySelectorAll("#tabs a")) {
       a.addEventListener("click", (ev) => { ev.preventDefault(); M.go({view: a.dataset.view}); });
     }

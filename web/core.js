@@ -1,7 +1,8 @@
-/* moelens dashboard - shared helpers: DOM building (text only), formatting, colours, run loading, charts.
+/* moelens dashboard - shared helpers: DOM building (text only), formatting, run loading, charts.
  *
  * Everything from the data files is untrusted text (token text comes from user documents): the
  * page builds its DOM with createElement + textContent and never assigns data to innerHTML.
+ * Expert colours and token rendering live in tokens-core.js.
  */
 (function () {
   "use strict";
@@ -37,28 +38,23 @@
     num: (x, d = 2) => (isNum(x) ? x.toFixed(d) : "–"),
     pct: (x, d = 1) => (isNum(x) ? (100 * x).toFixed(d) + "%" : "–"),
     sci: (x) => (isNum(x) ? (x !== 0 && Math.abs(x) < 1e-3 ? x.toExponential(1) : x.toPrecision(2)) : "–"),
+    /** utilization: two decimals, but a small non-zero value never reads as 0.00 */
+    util: (x) => (isNum(x) ? (x > 0 && x < 0.005 ? "<0.01" : x.toFixed(2)) : "–"),
   };
 
-  /** A light, distinct background colour per expert id (golden-angle hues), dark text on it. */
-  M.expertColor = function expertColor(expert) {
-    if (expert === null || expert === undefined || expert < 0) return "#f0f0f0";
-    const hue = (expert * 137.508) % 360;
-    const light = 80 - 8 * (Math.floor(expert / 12) % 2);
-    return `hsl(${hue.toFixed(1)}, 70%, ${light}%)`;
-  };
+  // ---- untrusted text --------------------------------------------------------------------------
+  /** Plain-text contexts (option labels, title attributes): wrap in FIRST STRONG ISOLATE ... POP
+   * DIRECTIONAL ISOLATE so that bidi controls inside cannot reorder the text around it. In the DOM
+   * the page uses <bdi> (unicode-bidi: isolate) instead. */
+  M.isolate = (text) => "\u2068" + String(text === null || text === undefined ? "–" : text) + "\u2069";
+  M.bdi = (text, attrs) => M.el("bdi", attrs || null, text === null || text === undefined ? "–" : String(text));
 
-  M.chip = function chip(expert, extra, onClick) {
-    return M.el("button", {class: "chip", type: "button", dataset: {expert},
-                            style: {"background-color": M.expertColor(expert)}, on: onClick ? {click: onClick} : null,
-                            title: onClick ? "open the expert card" : null},
-                `E${expert}`, extra ? M.el("span", {class: "chip-extra"}, extra) : null);
-  };
-
-  /** Visible form of a token: whitespace made visible (the raw text stays in the DOM title). */
-  M.showToken = function showToken(text) {
-    if (text === null || text === undefined) return "∅";
-    if (text === "") return "∅";
-    return String(text).replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ /g, "·");
+  /** "unavailable: <reason>" for what a run's source did not record (runs.config.source). */
+  M.unavailable = function unavailable(run, what) {
+    const words = {weights: "gate weights", token_text: "token text", token_ids: "token ids", vocabulary: "token ids"};
+    const reason = (run.run.unavailable || {})[what];  // the report's words where it has them
+    const kind = (run.run.source || {}).kind || "transformers";
+    return `${words[what] || what}: unavailable: ${reason || `this run's source (${kind}) did not record them`}`;
   };
 
   M.error = function error(message) {
@@ -67,25 +63,59 @@
     box.textContent = String(message);
   };
 
-  // ---- runs ------------------------------------------------------------------------------------
-  window.MOELENS_RUNS = window.MOELENS_RUNS || {};
+  // ---- data files (scripts: fetch() of local files is blocked under file://) ---------------------
   const pending = {};
 
-  /** The data of run ``index`` (loads data/run-<index>.js by a script element once). */
-  M.loadRun = function loadRun(index) {
-    const i = Number(index);
-    if (!Number.isInteger(i) || i < 0) return Promise.reject(new Error(`no run ${index}`));
-    if (window.MOELENS_RUNS[i]) return Promise.resolve(window.MOELENS_RUNS[i]);
-    if (pending[i]) return pending[i];
-    pending[i] = new Promise((resolve, reject) => {
+  /** Load ``src`` once by a script element; resolve with ``get()`` (the global the file assigns). */
+  M.loadScript = function loadScript(src, get) {
+    const have = get();
+    if (have) return Promise.resolve(have);
+    if (pending[src]) return pending[src];
+    pending[src] = new Promise((resolve, reject) => {
       const script = document.createElement("script");
-      script.src = `data/run-${i}.js`;
-      script.onload = () => (window.MOELENS_RUNS[i] ? resolve(window.MOELENS_RUNS[i])
-                                                     : reject(new Error(`data/run-${i}.js holds no run`)));
-      script.onerror = () => reject(new Error(`cannot load data/run-${i}.js (was the site copied completely?)`));
+      script.src = src;
+      script.onload = () => {
+        const value = get();
+        if (value) resolve(value);
+        else { delete pending[src]; reject(new Error(`${src} holds no data`)); }
+      };
+      script.onerror = () => { delete pending[src]; reject(new Error(`cannot load ${src} (was the site copied completely?)`)); };
       document.head.appendChild(script);
     });
-    return pending[i];
+    return pending[src];
+  };
+
+  const index = (i, what) => {
+    const n = Number(i);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`no ${what} ${i}`);
+    return n;
+  };
+
+  /** The data of run ``i`` (data/run-<i>.js). */
+  M.loadRun = function loadRun(i) {
+    try { i = index(i, "run"); } catch (err) { return Promise.reject(err); }
+    return M.loadScript(`data/run-${i}.js`, () => (window.MOELENS_RUNS || {})[i]);
+  };
+
+  /** Chunk ``c`` of run ``i``'s documents (data/run-<i>-docs-<c>.js): a list of documents. */
+  M.loadDocs = function loadDocs(i, c) {
+    return M.loadScript(`data/run-${index(i, "run")}-docs-${index(c, "chunk")}.js`,
+                        () => ((window.MOELENS_DOCS || {})[`${i}/${c}`] || {}).documents);
+  };
+
+  /** The token search index of run ``i`` (data/run-<i>-search.js). */
+  M.loadSearch = function loadSearch(i) {
+    return M.loadScript(`data/run-${index(i, "run")}-search.js`, () => (window.MOELENS_SEARCH || {})[i]);
+  };
+
+  /** Document ``di`` (index into run.documents) with its tokens and routes. */
+  M.loadDocument = function loadDocument(runIndex, run, di) {
+    const meta = run.documents[di];
+    return M.loadDocs(runIndex, meta.chunk).then((docs) => {
+      const doc = docs.find((d) => d.doc_id === meta.doc_id);
+      if (!doc) throw new Error(`document #${meta.doc_id} is missing from its data file`);
+      return Object.assign({}, meta, doc);
+    });
   };
 
   /** Rows of a columnar object {col: [..]} as objects. */
@@ -137,9 +167,18 @@
     return M.el("section", {class: "card"}, M.el("h2", null, title), ...children);
   };
 
+  /** A table; ``headers``: strings or [text, title] pairs (the title explains the column). */
   M.table = function table(headers, rows, attrs) {
     return M.el("table", Object.assign({class: "grid"}, attrs || {}),
-      M.el("thead", null, M.el("tr", null, headers.map((h) => M.el("th", null, h)))),
+      M.el("thead", null, M.el("tr", null, headers.map((h) => (Array.isArray(h)
+        ? M.el("th", {title: h[1]}, h[0], M.el("span", {class: "help", "aria-hidden": "true"}, "?"))
+        : M.el("th", null, h))))),
       M.el("tbody", null, rows));
+  };
+
+  /** A one-line key of symbols: [[cssClass, text], ...]. */
+  M.key = function key(items, attrs) {
+    return M.el("div", Object.assign({class: "key small"}, attrs || {}),
+      items.map(([cls, text]) => M.el("span", {class: "key-item"}, M.el("span", {class: "key-cell " + cls}), text)));
   };
 })();

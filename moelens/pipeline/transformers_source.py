@@ -253,22 +253,11 @@ def _tokenize(chunk: list[Any], tokenizer: Any) -> Iterator[tuple[Any, np.ndarra
 
 
 def token_texts(text: str, offsets: list[tuple[int, int]], pieces: list[str]) -> list[str]:
-    """Each token's own span of ``text``; their concatenation is the text.
+    """Each token's stored text: whole characters as text, a character's bytes that a byte-level
+    token holds only part of as ``<0xE7>`` (never an empty string); see :mod:`moelens.tokentext`."""
+    from moelens.tokentext import token_texts as stored_texts
 
-    Byte-level tokenizers split a multi-byte character over several tokens, and every one of
-    them reports the whole character as its offsets: the first token gets the character, the
-    others an empty string. Special tokens (empty spans) keep their token string.
-    """
-    out, end = [], 0
-    for (a, b), piece in zip(offsets, pieces):
-        if b <= a:
-            out.append(piece)
-        elif b <= end:
-            out.append("")
-        else:
-            out.append(text[max(a, end):b])
-            end = b
-    return out
+    return stored_texts(text, offsets, pieces)
 
 
 def _vocab_size(model: Any) -> int:

@@ -9,8 +9,10 @@ from the same Vega-Lite spec as the dashboard (:mod:`moelens.viz.specs`)::
     load_heatmap(cap.load(), num_experts=cap.metadata["num_experts"])   # inside a notebook capture
 
 Altair is imported when a function is called (the ``viz`` extra). Charts carry their data inline.
-Jupyter's default Altair renderer loads Vega from a CDN; for offline notebooks enable the inline
-renderer once: ``alt.renderers.enable("html", template="inline")``.
+They render offline in JupyterLab, Notebook, VS Code and nbconvert HTML through the renderer of
+:mod:`moelens.viz.jupyter`, which the first chart enables while Altair still has its CDN-loading
+``default`` renderer (``moelens.viz.enable_offline_renderer()`` enables it explicitly, for any
+Altair chart; a renderer chosen with ``alt.renderers.enable(...)`` is left alone).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def to_altair(spec: dict[str, Any]) -> Any:
         import altair as alt
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ConfigError("charts need Altair: pip install 'moelens[viz]'.") from exc
+    from moelens.viz.jupyter import ensure_offline_renderer
+
+    ensure_offline_renderer()
     for key, cls in (("hconcat", alt.HConcatChart), ("vconcat", alt.VConcatChart), ("concat", alt.ConcatChart),
                      ("layer", alt.LayerChart), ("facet", alt.FacetChart), ("repeat", alt.RepeatChart)):
         if key in spec:
@@ -58,7 +63,7 @@ def _need(frame: Any, columns: Iterable[str], what: str) -> None:
 
 def load_heatmap(load: Any, *, num_experts: int | None = None, dead_threshold: float = 0.1,
                  title: str | None = None) -> Any:
-    """Layer x expert heatmap of utilization (load / fair share).
+    """Layer x expert heatmap of utilization (load / fair load 1/E).
 
     ``load``: ``Trace.expert_load()`` (layer, expert, count, share, utilization, dead) or
     ``Capture.load()`` (layer, expert, tokens, share); experts missing from a layer count as 0.
@@ -76,28 +81,36 @@ def load_heatmap(load: Any, *, num_experts: int | None = None, dead_threshold: f
     counts = load.select(pl.col("layer").cast(pl.Int64), pl.col("expert").cast(pl.Int64), pl.col(count).alias("count"))
     frame = grid.join(counts.group_by("layer", "expert").agg(pl.col("count").sum()), on=["layer", "expert"],
                       how="left").with_columns(pl.col("count").fill_null(0))
-    frame = frame.with_columns((pl.col("count") / pl.col("count").sum().over("layer")).fill_nan(0.0).alias("share"))
-    frame = frame.with_columns((pl.col("share") * E).alias("utilization"))
+    frame = frame.with_columns((pl.col("count") / pl.col("count").sum().over("layer")).fill_nan(0.0).alias("load"))
+    frame = frame.with_columns((pl.col("load") * E).alias("utilization"))
     frame = frame.with_columns((pl.col("utilization") < dead_threshold).alias("dead"))
-    values = _records(frame.sort("layer", "expert"), ["layer", "expert", "count", "share", "utilization", "dead"])
+    values = _records(frame.sort("layer", "expert"), ["layer", "expert", "count", "load", "utilization", "dead"])
     return to_altair(specs.load_heatmap(values, title=title))
 
 
-def specialization_heatmap(tests: Any, *, layer: int | None = None, title: str | None = None) -> Any:
+def specialization_heatmap(tests: Any, *, layer: int | None = None, title: str | None = None,
+                           options: Any = None) -> Any:
     """Expert x value heatmap of lift for one label (``Trace.specialization(label)``); non-significant
-    cells are muted, untested ones grey. ``layer=None``: one panel per layer."""
+    cells are muted, untested ones grey with the reason in the tooltip, and a value that was not
+    tested at all is marked on the axis. ``layer=None``: one panel per layer. ``options``: the
+    :class:`~moelens.analysis.options.SpecializationOptions` of the test (for the reasons)."""
     import polars as pl
+
+    from moelens.viz.states import UNTESTED_MARK, value_reasons, with_states
 
     _need(tests, ["layer", "value", "expert", "lift", "tested", "significant"], "specialization_heatmap")
     if layer is not None:
         tests = tests.filter(pl.col("layer") == layer)
         if not tests.height:
             raise ConfigError(f"no specialization cells at layer {layer}.")
+    tests = with_states(tests, options)
     order = {v: i for i, v in enumerate(tests["value"].unique(maintain_order=True).to_list())}
-    frame = tests.with_columns(pl.col("value").replace_strict(order, return_dtype=pl.Int32).alias("value_index"))
+    marked = {v: v + UNTESTED_MARK if why else v for v, why in value_reasons(tests, options).items()}
+    frame = tests.with_columns(pl.col("value").replace_strict(order, return_dtype=pl.Int32).alias("value_index"),
+                               pl.col("value").replace_strict(marked, return_dtype=pl.String).alias("value_label"))
     label = tests["label"][0] if "label" in tests.columns and tests.height else "value"
-    values = _records(frame, ["layer", "value", "value_index", "expert", "share", "lift", "ci_low", "ci_high",
-                              "q_value", "count", "tested", "significant"])
+    values = _records(frame, ["layer", "value", "value_label", "value_index", "expert", "share", "lift", "ci_low",
+                              "ci_high", "q_value", "count", "state", "untested_reason"])
     facet = layer is None and tests["layer"].n_unique() > 1
     return to_altair(specs.lift_heatmap(values, label=label, title=title, facet_layers=facet,
                                         step=14 if facet else 18))

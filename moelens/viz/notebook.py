@@ -29,7 +29,7 @@ class Trace(_AnalysisTrace):
     """A trace database opened for analysis, with chart methods (need the ``viz`` extra: altair)."""
 
     def load_chart(self, run: str | None = None, layers: Iterable[int] | None = None) -> Any:
-        """Layer x expert heatmap of utilization (load / fair share); dead experts outlined."""
+        """Layer x expert heatmap of utilization (load / fair load 1/E); dead experts outlined."""
         info = self.store.require_run(run)
         return charts.load_heatmap(self.expert_load(info.run_id, layers), num_experts=info.num_experts,
                                    title=f"load per expert - {info.run_id}")

@@ -5,8 +5,12 @@ runtime) plus data files that the Python side precomputes:
 
 * ``data/index.js`` - schema ``moelens.site-index/1``: the runs, the default run, pairwise run
   comparisons (router saturation) and the Vega-Lite templates of :mod:`moelens.viz.specs`;
-* ``data/run-<i>.js`` - schema ``moelens.site-run/1`` (:mod:`moelens.viz.sitedata`), loaded by the
-  page when the run is shown.
+* ``data/run-<i>.js`` - schema ``moelens.site-run/2`` (:mod:`moelens.viz.sitedata`), loaded by the
+  page when the run is shown;
+* ``data/run-<i>-docs-<c>.js`` - schema ``moelens.site-docs/1``: chunk ``c`` of the token view's
+  documents, loaded when one of them is shown;
+* ``data/run-<i>-search.js`` - schema ``moelens.site-search/1``: the token search index, loaded when
+  a search is typed.
 
 Data files are JavaScript (``fetch()`` of local files is blocked under ``file://``): a one-line
 assignment to a global, then the JSON on its own line. The JSON is written ASCII-only with ``<``,
@@ -27,18 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from moelens._version import __version__
+from moelens.viz.jupyter import script_json
 from moelens.viz.sitedata import SiteCaps, compact, run_data
 
-__all__ = ["export_site", "js_json", "read_data_file", "INDEX_SCHEMA"]
+__all__ = ["export_site", "js_json", "read_data_file", "INDEX_SCHEMA", "DOCS_SCHEMA", "SEARCH_SCHEMA"]
 
 INDEX_SCHEMA = "moelens.site-index/1"
 ASSET_SUFFIXES = (".html", ".css", ".js")
 
 
-def js_json(obj: Any) -> str:
-    """JSON that is safe inside a ``<script>``: ASCII only, ``<``, ``>``, ``&`` as unicode escapes."""
-    text = json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+js_json = script_json  # JSON that is safe inside a <script> (ASCII, <, >, & as unicode escapes)
+DOCS_SCHEMA = "moelens.site-docs/1"
+SEARCH_SCHEMA = "moelens.site-search/1"
 
 
 def _write_data(path: Path, target: str, obj: Any) -> None:
@@ -141,10 +145,18 @@ def export_site(db: Any, out_dir: str | os.PathLike, *, run_id: str | None = Non
                 skipped.append({"run_id": rid, "reason": "no per-token routes (stats mode or nothing traced)"})
                 continue
             routing = load_routing(store, rid, weights=True, token_text=True)
-            data = run_data(store, rid, caps, options, routing=routing)
+            files = run_data(store, rid, caps, options, routing=routing)
+            data = files.run
             index = len(runs)
             _write_data(data_dir / f"run-{index}.js", f"(window.MOELENS_RUNS = window.MOELENS_RUNS || {{}})[{index}]",
                         data)
+            for c, chunk in enumerate(files.chunks):
+                _write_data(data_dir / f"run-{index}-docs-{c}.js",
+                            f'(window.MOELENS_DOCS = window.MOELENS_DOCS || {{}})["{index}/{c}"]',
+                            {"schema": DOCS_SCHEMA, "run": index, "chunk": c, "documents": chunk})
+            _write_data(data_dir / f"run-{index}-search.js",
+                        f"(window.MOELENS_SEARCH = window.MOELENS_SEARCH || {{}})[{index}]",
+                        {"schema": SEARCH_SCHEMA, "run": index, **files.search})
             runs.append(_run_entry(index, data))
             if len(run_ids) <= caps.max_compare_runs:
                 loaded.append(_light(routing))

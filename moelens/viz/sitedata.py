@@ -1,10 +1,11 @@
-"""The dashboard's data for one run (schema ``moelens.site-run/1``, documented in ``docs/site-data.md``).
+"""The dashboard's data for one run (schema ``moelens.site-run/2``, documented in ``docs/site-data.md``).
 
 :func:`run_data` loads a run once (expert ids, gate weights, token text), runs the report over it
-and assembles one JSON-able dict: run metadata, per-layer load and collapse, per-(layer, expert)
-load, every tested specialization cell (significant or not, so the heatmaps can mute the others),
-NMI, the expert cards' material and a capped sample of documents for the token view. Floats are
-rounded to 4 significant digits; NaN and infinities become ``null``.
+and assembles JSON-able parts (:class:`RunFiles`): the run file (run metadata, per-layer load and
+collapse, per-(layer, expert) load, every specialization cell with its state - significant, not
+significant or untested and why - NMI, the expert cards' material, the list of documents), the
+token view's documents in chunks, and the token search index. Floats are rounded to 4 significant
+digits; NaN and infinities become ``null``.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from moelens.errors import ConfigError
 
-__all__ = ["SiteCaps", "run_data", "run_row", "SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["SiteCaps", "RunFiles", "run_data", "run_row", "SCHEMA", "SCHEMA_VERSION"]
 
-SCHEMA = "moelens.site-run/1"
-SCHEMA_VERSION = 1
+SCHEMA = "moelens.site-run/2"
+SCHEMA_VERSION = 2
 FIRST_LABELS = ("domain", "language", "position")
 
 
@@ -30,19 +31,22 @@ class SiteCaps:
     """How much of a run the site carries (large runs are sampled so the site stays small).
 
     Attributes:
-        max_docs: documents in the token view (chosen round-robin over (domain, language)).
+        max_docs: documents in the token view and its search index (all of a run up to this many;
+            beyond, chosen round-robin over (domain, language)).
         max_doc_tokens: tokens shown per document (the rest is cut, ``shown_tokens < n_tokens``).
+        chunk_docs: documents per data file of the token view (the page loads a file when shown).
         contexts_per_expert: example contexts per (layer, expert), at most one per document.
         context_window: tokens of context either side of an example's token.
         top_tokens: characteristic (by lift) and most frequent tokens per expert.
         partners: co-activated partners per expert.
         max_label_values: values per label in the heatmaps (the most frequent ones).
-        overloaded: an expert is flagged overloaded at utilization (load / fair share) >= this.
+        overloaded: an expert is flagged overloaded at utilization (load / fair load 1/E) >= this.
         max_compare_runs: runs compared pairwise on the overview (router saturation).
     """
 
-    max_docs: int = 24
-    max_doc_tokens: int = 256
+    max_docs: int = 1000
+    max_doc_tokens: int = 1024
+    chunk_docs: int = 25
     contexts_per_expert: int = 5
     context_window: int = 8
     top_tokens: int = 8
@@ -101,16 +105,17 @@ def run_row(store: Any, run_id: str) -> dict[str, Any]:
     return compact(row)
 
 
-def _labels(routing: Any, report: Any, caps: SiteCaps) -> list[dict[str, Any]]:
+def _labels(routing: Any, report: Any, caps: SiteCaps, options: Any) -> list[dict[str, Any]]:
     import polars as pl
 
     from moelens.analysis.labels import resolve_label
+    from moelens.viz.states import value_reasons, with_states
 
     names = [key.split(":", 1)[1] for key in report.frames if key.startswith("specialization:")]
     names.sort(key=lambda n: (FIRST_LABELS.index(n) if n in FIRST_LABELS else len(FIRST_LABELS), n))
     out = []
     for name in names:
-        tests = report.frames[f"specialization:{name}"]
+        tests = with_states(report.frames[f"specialization:{name}"], options.specialization)
         label = resolve_label(routing, name)
         present = set(tests["value"].unique().to_list())
         # label order: by frequency for document labels, bucket order for position
@@ -121,21 +126,26 @@ def _labels(routing: Any, report: Any, caps: SiteCaps) -> list[dict[str, Any]]:
         ).sort("layer", "value_index", "expert")
         per_value = t.group_by("value_index").agg(pl.col("tokens").max(), pl.col("docs").max()).sort("value_index")
         nmi = report.data["nmi"].get(name, [])
+        states = t["state"].to_list()
+        why = value_reasons(t, options.specialization)
         out.append({
             "name": name, "kind": label.kind, "values": values,
             "value_tokens": per_value["tokens"].to_list(), "value_docs": per_value["docs"].to_list(),
             "tested": int(tests["tested"].sum()), "significant": int(tests["significant"].sum()),
+            "untested": int((~tests["tested"]).sum()), "cells_total": int(tests.height),
+            "value_untested": [why.get(v) for v in values],
             "nmi": nmi,
             "cells": {"layer": t["layer"].to_list(), "value": t["value_index"].to_list(),
                       "expert": t["expert"].to_list(), "count": t["count"].to_list(), "share": t["share"].to_list(),
                       "lift": t["lift"].to_list(), "ci_low": t["ci_low"].to_list(), "ci_high": t["ci_high"].to_list(),
                       "q_value": t["q_value"].to_list(), "tested": t["tested"].cast(pl.Int8).to_list(),
-                      "significant": t["significant"].cast(pl.Int8).to_list()},
+                      "significant": t["significant"].cast(pl.Int8).to_list(), "state": states,
+                      "untested_reason": t["untested_reason"].to_list()},
         })
     return out
 
 
-def _experts(routing: Any, texts: list[str], load_frame: Any, caps: SiteCaps, options: Any) -> list[dict[str, Any]]:
+def _experts(routing: Any, views: list[Any], load_frame: Any, caps: SiteCaps, options: Any) -> list[dict[str, Any]]:
     import polars as pl
 
     from moelens.analysis.coactivation import coactivation_pairs
@@ -148,9 +158,9 @@ def _experts(routing: Any, texts: list[str], load_frame: Any, caps: SiteCaps, op
     from moelens.analysis.report import unavailable
 
     top = pl.DataFrame() if "vocabulary" in unavailable(routing.config) else expert_top_tokens(routing, None, None, vopt)
-    first_text: dict[int, str] = {}
-    for i, t in zip(routing.token_id.tolist(), texts):
-        first_text.setdefault(i, t)
+    first_view: dict[int, Any] = {}
+    for i, v in zip(routing.token_id.tolist(), views):
+        first_view.setdefault(i, v)
     pairs = coactivation_pairs(routing)
     if pairs.height:
         pairs = (pairs.filter(pl.col("count") > 0).sort(["layer", "expert", "conditional", "partner"],
@@ -159,7 +169,7 @@ def _experts(routing: Any, texts: list[str], load_frame: Any, caps: SiteCaps, op
     by_key: dict[tuple[int, int], dict[str, list]] = {}
     for r in (top.iter_rows(named=True) if top.height else []):
         by_key.setdefault((r["layer"], r["expert"]), {"top": [], "partners": []})["top"].append(
-            {"token_id": r["token_id"], "token": first_text.get(r["token_id"], ""), "count": r["count"],
+            {"token_id": r["token_id"], "token": first_view.get(r["token_id"], ""), "count": r["count"],
              "share": r["share"], "lift": r["lift"]})
     for r in (pairs.iter_rows(named=True) if pairs.height else []):
         by_key.setdefault((r["layer"], r["expert"]), {"top": [], "partners": []})["partners"].append(
@@ -167,13 +177,13 @@ def _experts(routing: Any, texts: list[str], load_frame: Any, caps: SiteCaps, op
     load_rows = {(r["layer"], r["expert"]): r for r in load_frame.iter_rows(named=True)}
     out = []
     for li, layer in enumerate(routing.layers.tolist()):
-        details = expert_tokens(routing, texts, li, contexts=caps.contexts_per_expert, window=caps.context_window,
+        details = expert_tokens(routing, views, li, contexts=caps.contexts_per_expert, window=caps.context_window,
                                 frequent=caps.top_tokens)
         for x in range(routing.num_experts):
             lr = load_rows.get((layer, x), {})
             extra = by_key.get((layer, x), {"top": [], "partners": []})
             util = lr.get("utilization")
-            out.append({"layer": layer, "expert": x, "count": lr.get("count", 0), "share": lr.get("share"),
+            out.append({"layer": layer, "expert": x, "count": lr.get("count", 0), "load": lr.get("share"),
                         "utilization": util, "dead": bool(lr.get("dead", False)),
                         "never_routed": lr.get("count", 0) == 0,
                         "overloaded": util is not None and util >= caps.overloaded,
@@ -181,21 +191,48 @@ def _experts(routing: Any, texts: list[str], load_frame: Any, caps: SiteCaps, op
     return out
 
 
+class RunFiles(NamedTuple):
+    """The data files of one run: the run file, the token view's document chunks, the search index."""
+
+    run: dict[str, Any]
+    chunks: list[list[dict[str, Any]]]
+    search: dict[str, Any]
+
+
+def _config(store: Any, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(source, routing)`` from ``runs.config``: what the run's source recorded (key ``source``;
+    absent: a transformers trace, everything recorded) and the routing codes the overview explains
+    (convention A-F, scoring group S1-S8 and its rule in words, shared experts)."""
+    import json
+
+    (config,), = store.con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    try:
+        cfg = json.loads(config) if isinstance(config, str) else (config or {})
+    except (TypeError, ValueError):
+        cfg = {}
+    source = {"kind": "transformers", "weights": True, "token_text": True, "token_ids": True, "per_token": True}
+    source.update({k: v for k, v in (cfg.get("source") or {}).items() if k in source})
+    routing = cfg.get("routing") or {}
+    keys = ("convention", "scoring_group", "scoring_rule", "shared_experts", "logits_kind")
+    return source, {k: routing.get(k) for k in keys if routing.get(k) not in (None, "")}
+
+
 def run_data(store: Any, run_id: str, caps: SiteCaps = SiteCaps(), options: Any = None, *,
-             routing: Any = None) -> dict[str, Any]:
+             routing: Any = None) -> RunFiles:
     """Everything the dashboard shows about ``run_id`` (see the module docstring); ``routing``: the run
     already loaded with ``load_routing(..., weights=True, token_text=True)``."""
     from moelens.analysis.load import expert_load
     from moelens.analysis.options import ReportOptions
     from moelens.analysis.report import build_report
     from moelens.store.arrays import load_routing
-    from moelens.viz.sitetokens import sample_documents, token_texts
+    from moelens.viz.sitetokens import export_documents, search_index, token_texts, token_views
 
     options = options or ReportOptions()
     if routing is None:
         routing = load_routing(store, run_id, weights=True, token_text=True)
     report = build_report(store, run_id, options, routing=routing)
     texts = token_texts(routing)
+    views = token_views(routing, texts)
     load_frame = expert_load(routing, None, options.load)
     layers = []
     for row in report.data["layers"]:
@@ -206,17 +243,21 @@ def run_data(store: Any, run_id: str, caps: SiteCaps = SiteCaps(), options: Any 
     summary = {key: report.data.get(key) for key in ("specialization", "specialization_tests", "position",
                                                      "vocabulary", "coactivation", "temporal", "crosslayer",
                                                      "confidence")}
+    documents, chunks, spans = export_documents(routing, views, caps.max_docs, caps.max_doc_tokens, caps.chunk_docs)
+    source, routing_codes = _config(store, run_id)
     data = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "run": {**info, "layers": [int(x) for x in routing.layers], "tokens": routing.num_tokens,
-                "documents": int(routing.documents.height), "has_weights": routing.weights is not None,
-                "unavailable": report.data.get("unavailable", {})},
+                "documents": int(routing.documents.height),
+                "has_weights": routing.weights is not None and bool(source["weights"]),
+                "has_token_text": routing.tokens is not None and bool(source["token_text"]), "source": source,
+                "routing": routing_codes, "unavailable": report.data.get("unavailable", {})},
         "options": {**report.data["options"], "overloaded": caps.overloaded},
         "caps": asdict(caps), "baselines": report.data["baselines"],
         "layers": layers,
-        "labels": _labels(routing, report, caps),
-        "experts": _experts(routing, texts, load_frame, caps, options),
-        "documents": sample_documents(routing, texts, caps.max_docs, caps.max_doc_tokens),
+        "labels": _labels(routing, report, caps, options),
+        "experts": _experts(routing, views, load_frame, caps, options),
+        "documents": documents, "chunks": len(chunks),
         "report": summary,
     }
-    return compact(data)
+    return RunFiles(compact(data), compact(chunks), compact(search_index(routing, texts, views, spans)))

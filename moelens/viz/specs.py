@@ -19,6 +19,8 @@ MUTED_OPACITY = 0.22  # non-significant specialization cells
 UNTESTED_COLOR = "#e4e4e4"  # cells of values with too few tokens or documents to test
 _EXPERT_AXIS = {"labelAngle": 0}
 SPARSE_LABELS = "datum.value % 2 == 0 ? datum.label : ''"  # expert ids on narrow columns: even ids only
+# legend labels of a clipped colour scale: the ends say that larger / smaller values share their colour
+CLIP_LABELS = "datum.value >= {hi} ? '{hi_text}' : datum.value <= {lo} ? '{lo_text}' : format(datum.value, '~g')"
 
 
 def _expert_axis(step: int) -> dict[str, Any]:
@@ -39,26 +41,29 @@ def _top(spec: dict[str, Any], values: list[dict[str, Any]] | None, title: str |
 
 
 def load_heatmap(values: list[dict[str, Any]] | None = None, *, title: str | None = None, step: int = 22) -> dict[str, Any]:
-    """Layer x expert heatmap of utilization (load / fair share; 1 = uniform), on a log scale.
+    """Layer x expert heatmap of utilization (load / fair load 1/E; 1 = uniform), on a log scale.
 
-    Fields: ``layer``, ``expert``, ``count``, ``share``, ``utilization``, ``dead``.
-    Utilization is clipped to [1/8, 8] for the colour only; the tooltip shows the value.
+    Fields: ``layer``, ``expert``, ``count``, ``load`` (the expert's fraction of the layer's routed
+    choices), ``utilization``, ``dead``. The colour is clipped to [1/8, 8] and the legend says so
+    (``≤ ⅛``, ``≥ 8``); the tooltip shows the value.
     """
     return _top({
-        "transform": [{"calculate": "clamp(max(datum.utilization, 0.125), 0.125, 8)", "as": "utilization_color"}],
+        "transform": [{"calculate": "clamp(max(datum.utilization, 0.125), 0.125, 8)", "as": "utilization_color"},
+                      {"calculate": "'layer ' + datum.layer + ' · expert ' + datum.expert", "as": "tip_cell"},
+                      {"calculate": "format(datum.load, '.2%') + ' of the layer · ' + format(datum.utilization, '.2f') + "
+                                    "'× fair' + (datum.dead ? ' · dead' : '')", "as": "tip_load"}],
         "mark": {"type": "rect", "stroke": "white", "strokeWidth": 0.5, "cursor": "pointer"},
         "encoding": {
             "x": {"field": "expert", "type": "ordinal", "title": "expert", "axis": _expert_axis(step)},
             "y": {"field": "layer", "type": "ordinal", "title": "layer"},
-            "color": {"field": "utilization_color", "type": "quantitative", "title": ["utilization", "(1 = fair share)"],
+            "color": {"field": "utilization_color", "type": "quantitative",
+                      "title": ["utilization", "load / fair load", "(colour clipped)"],
                       "scale": {"type": "log", "domain": [0.125, 8], "domainMid": 1, "scheme": "blueorange",
                                 "clamp": True},
-                      "legend": {"values": [0.125, 0.25, 0.5, 1, 2, 4, 8], "format": "~g", "gradientLength": 180}},
-            "tooltip": [{"field": "layer", "type": "ordinal"}, {"field": "expert", "type": "ordinal"},
-                        {"field": "count", "type": "quantitative", "title": "tokens", "format": ","},
-                        {"field": "share", "type": "quantitative", "format": ".2%"},
-                        {"field": "utilization", "type": "quantitative", "format": ".2f"},
-                        {"field": "dead", "type": "nominal"}],
+                      "legend": {"values": [0.125, 0.25, 0.5, 1, 2, 4, 8], "gradientLength": 180,
+                                 "labelExpr": CLIP_LABELS.format(lo=0.125, hi=8, lo_text="≤ ⅛", hi_text="≥ 8")}},
+            "tooltip": [{"field": "tip_cell", "title": "cell"}, {"field": "tip_load", "title": "load"},
+                        {"field": "count", "type": "quantitative", "title": "routed", "format": ","}],
         },
         "width": {"step": step}, "height": {"step": step},
     }, values, title)
@@ -68,35 +73,42 @@ def lift_heatmap(values: list[dict[str, Any]] | None = None, *, label: str = "va
                  step: int = 18, facet_layers: bool = False) -> dict[str, Any]:
     """Expert x label-value heatmap of lift (share / the expert's overall share; 1 = no preference).
 
-    Fields: ``layer``, ``value``, ``value_index`` (row order), ``expert``, ``share``, ``lift``,
-    ``ci_low``, ``ci_high``, ``q_value``, ``count``, ``tested``, ``significant``. Significant cells
-    (the report's rule) are opaque with a dark outline, other tested cells are muted
-    (opacity :data:`MUTED_OPACITY`), untested cells are grey. ``facet_layers``: one panel per layer.
+    Fields: ``layer``, ``value``, ``value_label`` (the axis text: the value, marked when untested),
+    ``value_index`` (row order), ``expert``, ``share``, ``lift``, ``ci_low``, ``ci_high``, ``q_value``,
+    ``count``, ``state`` (``significant`` / ``not_significant`` / ``untested``) and ``untested_reason``.
+    Significant cells (the report's rule) are opaque with a dark outline, other tested cells are
+    muted (opacity :data:`MUTED_OPACITY`), untested cells are grey (:data:`UNTESTED_COLOR`) and the
+    tooltip says why. The colour is clipped to [1/4, 4] and the legend says so.
+    ``facet_layers``: one panel per layer.
     """
     cell = {
-        "transform": [{"calculate": "datum.lift == null ? null : clamp(datum.lift, 0.25, 4)", "as": "lift_color"}],
+        "transform": [
+            {"calculate": "datum.lift == null ? null : clamp(max(datum.lift, 0.25), 0.25, 4)", "as": "lift_color"},
+            {"calculate": "'layer ' + datum.layer + ' · expert ' + datum.expert + ' · ' + datum.value", "as": "tip_cell"},
+            {"calculate": "datum.lift == null ? '–' : format(datum.lift, '.2f') + (datum.state == 'untested' ? '' : "
+                          "' (95% CI ' + format(datum.ci_low, '.2f') + '–' + format(datum.ci_high, '.2f') + ')')",
+             "as": "tip_lift"},
+            {"calculate": "format(datum.share, '.1%') + ' of the value\u2019s tokens (' + format(datum.count, ',') + ')'",
+             "as": "tip_share"},
+            {"calculate": "datum.state == 'untested' ? 'untested: ' + datum.untested_reason : "
+                          "(datum.state == 'significant' ? 'significant' : 'not significant') + ', q = ' + "
+                          "format(datum.q_value, '.2g')", "as": "tip_test"}],
         "mark": {"type": "rect", "cursor": "pointer", "stroke": "#222"},
         "encoding": {
             "x": {"field": "expert", "type": "ordinal", "title": "expert", "axis": _expert_axis(step)},
-            "y": {"field": "value", "type": "nominal", "title": label,
+            "y": {"field": "value_label", "type": "nominal", "title": label,
                   "sort": {"field": "value_index", "op": "min", "order": "ascending"}},
-            "color": {"condition": {"test": "!datum.tested || datum.lift == null", "value": UNTESTED_COLOR},
-                      "field": "lift_color", "type": "quantitative", "title": ["lift", "(1 = none)"],
+            "color": {"condition": {"test": "datum.state == 'untested' || datum.lift == null", "value": UNTESTED_COLOR},
+                      "field": "lift_color", "type": "quantitative", "title": ["lift", "(1 = none;", "colour clipped)"],
                       "scale": {"type": "log", "domain": [0.25, 4], "domainMid": 1, "scheme": "blueorange",
                                 "clamp": True},
-                      "legend": {"values": [0.25, 0.5, 1, 2, 4], "format": "~g", "gradientLength": 140}},
-            "opacity": {"condition": {"test": "datum.significant || !datum.tested", "value": 1},
+                      "legend": {"values": [0.25, 0.5, 1, 2, 4], "gradientLength": 140,
+                                 "labelExpr": CLIP_LABELS.format(lo=0.25, hi=4, lo_text="≤ ¼", hi_text="≥ 4")}},
+            "opacity": {"condition": {"test": "datum.state != 'not_significant'", "value": 1},
                         "value": MUTED_OPACITY},
-            "strokeWidth": {"condition": {"test": "datum.significant", "value": 1.5}, "value": 0},
-            "tooltip": [{"field": "layer", "type": "ordinal"}, {"field": "value", "type": "nominal", "title": label},
-                        {"field": "expert", "type": "ordinal"},
-                        {"field": "share", "type": "quantitative", "format": ".2%"},
-                        {"field": "lift", "type": "quantitative", "format": ".2f"},
-                        {"field": "ci_low", "type": "quantitative", "format": ".2f", "title": "95% CI low"},
-                        {"field": "ci_high", "type": "quantitative", "format": ".2f", "title": "95% CI high"},
-                        {"field": "q_value", "type": "quantitative", "format": ".2g", "title": "q"},
-                        {"field": "count", "type": "quantitative", "format": ","},
-                        {"field": "significant", "type": "nominal"}],
+            "strokeWidth": {"condition": {"test": "datum.state == 'significant'", "value": 1.5}, "value": 0},
+            "tooltip": [{"field": "tip_cell", "title": "cell"}, {"field": "tip_lift", "title": "lift"},
+                        {"field": "tip_share", "title": "share"}, {"field": "tip_test", "title": "test"}],
         },
         "width": {"step": step}, "height": {"step": step},
     }
@@ -186,21 +198,22 @@ def comparison_chart(values: list[dict[str, Any]] | None = None, *, title: str |
 
 def load_shift_heatmap(values: list[dict[str, Any]] | None = None, *, title: str | None = None,
                        step: int = 22) -> dict[str, Any]:
-    """Layer x expert heatmap of the change in load share between two runs (``delta`` = b - a).
+    """Layer x expert heatmap of the change in load between two runs (``delta`` = b - a).
 
-    Fields: ``layer``, ``expert``, ``share_a``, ``share_b``, ``delta``.
+    Fields: ``layer``, ``expert``, ``share_a``, ``share_b`` (each run's load: the expert's fraction of
+    the layer's routed choices), ``delta``.
     """
     return _top({
         "mark": {"type": "rect", "stroke": "white", "strokeWidth": 0.5},
         "encoding": {
             "x": {"field": "expert", "type": "ordinal", "axis": _expert_axis(step)},
             "y": {"field": "layer", "type": "ordinal"},
-            "color": {"field": "delta", "type": "quantitative", "title": "share b - a",
+            "color": {"field": "delta", "type": "quantitative", "title": "load b − a",
                       "scale": {"scheme": "blueorange", "domainMid": 0}},
             "tooltip": [{"field": "layer", "type": "ordinal"}, {"field": "expert", "type": "ordinal"},
-                        {"field": "share_a", "type": "quantitative", "format": ".2%"},
-                        {"field": "share_b", "type": "quantitative", "format": ".2%"},
-                        {"field": "delta", "type": "quantitative", "format": "+.2%"}],
+                        {"field": "share_a", "type": "quantitative", "format": ".2%", "title": "load a"},
+                        {"field": "share_b", "type": "quantitative", "format": ".2%", "title": "load b"},
+                        {"field": "delta", "type": "quantitative", "format": "+.2%", "title": "load b − a"}],
         },
         "width": {"step": step}, "height": {"step": step},
     }, values, title)
