@@ -247,3 +247,14 @@ def test_identifier_like_columns_are_not_labels_unless_asked():
     assert set(data["specialization_shift"]) == {"domain", "coin", "position"}
     asked = specialization_tests(routing, "id")  # still there by name
     assert asked["value"].n_unique() == 40 and not asked["tested"].any()
+
+
+def test_declared_labels_are_never_identifiers():
+    """domain and language are labels even when every document has its own value (12 languages, one each)."""
+    from moelens.analysis.labels import identifier_columns
+
+    routing = _random_routing(4, docs=12)
+    routing.documents = routing.documents.with_columns(language=pl.format("l{}", pl.col("doc_id")),
+                                                       source=pl.format("/data/{}.txt", pl.col("doc_id")))
+    assert available_labels(routing)["language"] == "document" and "source" not in available_labels(routing)
+    assert identifier_columns(routing) == ["source"]

@@ -10,6 +10,8 @@ Identifier-like columns - a value in at least :data:`ID_MIN_DOCUMENTS` documents
 value for at least :data:`ID_DISTINCT_FRACTION` of them (``id``, ``path``, ``url``) - say which
 document a token came from, not what kind: they are never offered as labels
 (:func:`available_labels`, :func:`default_labels`) but still resolve when asked for by name.
+``domain`` and ``language`` are labels by declaration (the data format names them so) and are never
+taken for identifiers, even when every document has its own value; ``source`` and meta keys can be.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ TOKEN_LABELS = ("position", "token_id")
 _SKIP_META = {"skipped"}
 ID_MIN_DOCUMENTS = 10
 ID_DISTINCT_FRACTION = 0.9
+DECLARED_LABELS = ("domain", "language")  # never identifier-like
 
 
 class LabelNotFoundError(ColumnNotFoundError):
@@ -113,7 +116,8 @@ def _identifier_like(values: list[Any]) -> bool:
 
 def identifier_columns(run: Any) -> list[str]:
     """Document columns and meta keys holding (nearly) one distinct value per document."""
-    return [name for name, values in _document_columns(run.documents).items() if _identifier_like(values)]
+    return [name for name, values in _document_columns(run.documents).items()
+            if name not in DECLARED_LABELS and _identifier_like(values)]
 
 
 def available_labels(run: Any) -> dict[str, str]:
@@ -124,7 +128,7 @@ def available_labels(run: Any) -> dict[str, str]:
         return {name: "document" for name in label_counts}
     out: dict[str, str] = {}
     for name, values in _document_columns(run.documents).items():
-        if not _identifier_like(values):
+        if name in DECLARED_LABELS or not _identifier_like(values):
             out[name] = "document"
     for name in TOKEN_LABELS:
         out[name] = "token"

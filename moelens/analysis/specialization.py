@@ -286,15 +286,22 @@ class SpecializationRun:
 
 
 def _untested_reason(o: SpecializationOptions):
-    """The ``untested_reason`` column: what the cell has and what it would need (null when tested)."""
+    """The ``untested_reason`` column: what the cell has and what it would need (null when tested), in the
+    words of the dashboard (:mod:`moelens.viz.states`): ``"3 documents < 5 needed, 12 tokens < 20 needed"``."""
     import polars as pl
 
+    def plural(column: str, noun: str):
+        return pl.when(pl.col(column) == 1).then(pl.lit(noun)).otherwise(pl.lit(noun + "s"))
+
+    docs = pl.format("{} {} < {} needed", pl.col("docs"), plural("docs", "document"), pl.lit(o.min_docs))
+    tokens = pl.format("{} {} < {} needed", pl.col("tokens"), plural("tokens", "token"), pl.lit(o.min_tokens))
+    few_docs, few_tokens = pl.col("docs") < o.min_docs, pl.col("tokens") < o.min_tokens
     code = pl.col("untested_code")
-    return (pl.when(code == 1).then(pl.format("{} documents < {} needed", pl.col("docs"), pl.lit(o.min_docs)))
-            .when(code == 2).then(pl.format("{} tokens < {} needed", pl.col("tokens"), pl.lit(o.min_tokens)))
-            .when(code == 3).then(pl.lit("the expert is never routed at this layer"))
-            .when(code == 4).then(pl.lit("no variation between documents to test against"))
-            .otherwise(pl.lit(None, dtype=pl.String)))
+    return (pl.when(code == 0).then(pl.lit(None, dtype=pl.String))
+            .when(few_docs & few_tokens).then(pl.format("{}, {}", docs, tokens))
+            .when(few_docs).then(docs).when(few_tokens).then(tokens)
+            .when(code == 3).then(pl.lit("expert never routed at this layer"))
+            .otherwise(pl.lit("no test statistic (the bootstrap was degenerate)")))
 
 
 def rank_cells(tests: Any) -> Any:
