@@ -25,10 +25,28 @@ HIDDEN = ["qwen3_moe", "deepseek_v3", "gpt_oss", "olmoe", "lara_mini", "hy_v4"]
 
 
 def _hide(monkeypatch, family):
-    row = families.FAMILIES[family]
-    monkeypatch.delitem(families.FAMILIES, family)
+    """Remove ``family`` from the table for one test; afterwards the table is back in its own order
+    (deleting and re-adding a key would move it to the end, and the README lists the table in order)."""
+    for table in (families.FAMILIES, families._BY_ROUTER_CLASS):
+        saved = dict(table)
+
+        def restore(table=table, saved=saved):
+            table.clear()
+            table.update(saved)
+        _UNDO.append(restore)
+    row = families.FAMILIES.pop(family)
     for cls in row.routers:
-        monkeypatch.delitem(families._BY_ROUTER_CLASS, cls)
+        families._BY_ROUTER_CLASS.pop(cls)
+
+
+_UNDO: list = []
+
+
+@pytest.fixture(autouse=True)
+def _restore_tables():
+    yield
+    while _UNDO:
+        _UNDO.pop()()
 
 
 def _experts_inputs(model):
