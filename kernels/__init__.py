@@ -17,8 +17,33 @@ triton; each name loads its module on first access, and triton loads only with a
 
 from __future__ import annotations
 
-from importlib import import_module
+import os
+import sys
+from importlib import import_module, machinery, util
 from typing import TYPE_CHECKING, Any
+
+
+def _hand_back_the_name() -> None:
+    """Give the bare name ``kernels`` back to the PyPI package of that name.
+
+    This folder is installed as ``moelens.kernels``. Python started in a source checkout
+    (``python -m ...`` from its root) sees the folder as a top-level ``kernels``, which shadows the
+    PyPI package ``kernels`` that transformers >= 5.25 imports. Imported under the bare name, this
+    module loads the real package from the rest of ``sys.path`` and puts it in ``sys.modules``
+    (the import statement then returns it). Without that package nothing changes.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rest = [entry for entry in sys.path if os.path.abspath(entry or os.getcwd()) != root]
+    spec = machinery.PathFinder.find_spec(__name__, rest)
+    if spec is None or spec.loader is None:  # no such package: the folder answers, as it always did
+        return
+    module = util.module_from_spec(spec)
+    sys.modules[__name__] = module
+    spec.loader.exec_module(module)
+
+
+if __name__ == "kernels":
+    _hand_back_the_name()
 
 __all__ = [
     "RULES",
