@@ -85,12 +85,19 @@ TABLE1: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
     ),
     "muse_spark": ("MuseSparkTextModel", "num_local_experts", "num_experts_per_tok", ("MuseSparkTopkRouter",)),
     "kolibri1": ("Kolibri1ForCausalLM", "num_experts", "num_experts_per_tok", ("Kolibri1TopKRouter",)),
+    # transformers 5.25 (modeling_kolibri1_1.py, modeling_ergo.py)
+    "kolibri1_1": ("Kolibri1_1ForCausalLM", "num_experts", "num_experts_per_tok", ("Kolibri1_1TopKRouter",)),
+    "ergo": ("ErgoForCausalLM", "num_experts", "num_experts_per_tok", ("ErgoTopkRouter",)),
     "flint": ("FlintForCausalLM", "num_experts", "num_experts_per_tok", ("FlintTopKRouter",)),
     "deepseek_v3": ("DeepseekV3ForCausalLM", "n_routed_experts", "num_experts_per_tok", ("DeepseekV3TopkRouter",)),
     "deepseek_v32": (
         "DeepseekV32ForCausalLM", "n_routed_experts", "num_experts_per_tok", ("DeepseekV32TopkRouter",)
     ),
     "glm4_moe": ("Glm4MoeForCausalLM", "n_routed_experts", "num_experts_per_tok", ("Glm4MoeTopkRouter",)),
+    # transformers 5.25: param2moe's config builds glm4_moe's classes (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES);
+    # modeling_minicpm5_moe.py
+    "param2moe": ("Glm4MoeForCausalLM", "n_routed_experts", "num_experts_per_tok", ("Glm4MoeTopkRouter",)),
+    "minicpm5_moe": ("MiniCPM5MoeForCausalLM", "n_routed_experts", "num_experts_per_tok", ("MiniCPM5MoeTopkRouter",)),
     "glm4_moe_lite": (
         "Glm4MoeLiteForCausalLM", "n_routed_experts", "num_experts_per_tok", ("Glm4MoeLiteTopkRouter",)
     ),
@@ -156,6 +163,7 @@ BIASED_SELECTION = [
     "dots3_note", "kimi_linear", "bailing_hybrid", "exaone_moe", "mimo_v2_flash", "nemotron_h", "solar_open",
     "hy_v4", "axk1", "axk2", "beam",
     "ernie4_5_moe", "ernie4_5_vl_moe", "longcat_flash", "zaya", "inkling2_loop", "hy_v4_vl",
+    "kolibri1_1", "ergo", "minicpm5_moe", "param2moe",
 ]
 # experts modules that do not take (hidden, top_k_index, top_k_weights) (conventions C, D, E, F)
 NO_INDEXED_EXPERTS = {"llama4", "jetmoe", "doge", "switch_transformers", "nllb_moe"}
@@ -222,7 +230,7 @@ def _dispatches(model, inputs, family: str) -> list[tuple[object, tuple]]:
 
 def test_families_are_the_surveys_in_order():
     assert tiny.TINY_FAMILIES == tuple(FAMILIES)
-    assert len(set(tiny.TINY_FAMILIES)) == 75
+    assert len(set(tiny.TINY_FAMILIES)) == 79
 
 
 def test_public_api():

@@ -306,6 +306,20 @@ _ROWS = [
          rule="top-k on (LOGITS + bias); weight = sigmoid(gathered logit); renorm iff norm_topk_prob",
          tiny=Tiny(bias_std=0.3,),  # its bias is added to the logits, not to sigmoid scores
     ),
+    _row("kolibri1_1", "A", "S3", "Kolibri1_1ForCausalLM", "Kolibri1_1Config", ("Kolibri1_1TopKRouter",),
+         experts="num_experts", k="num_experts_per_tok",
+         shared=Shared("shared_expert_intermediate_size", "size", "shared_experts (ungated)"),
+         rule="top-k on (LOGITS + bias); weight = sigmoid(gathered logit); renorm iff norm_topk_prob",
+         tiny=Tiny({"head_dim": lambda s: 16 * -(-s.head_dim // 16)},  # NVFP4 key rounding: multiples of 16
+                   bias_std=0.3),  # as kolibri1: the bias is added to the logits
+    ),
+    _row("ergo", "A", "S3", "ErgoForCausalLM", "ErgoConfig", ("ErgoTopkRouter",),
+         experts="num_experts", k="num_experts_per_tok",
+         shared=Shared("shared_intermediate_size", "size", "shared_experts (ungated, RMS-normed output)"),
+         rule="fp32 logits -> sigmoid -> + selection bias -> top-k -> gather unbiased -> renorm(+eps) -> x moe_routed_scaling_factor",
+         tiny=Tiny({"initializer_range": 0.2},  # wider embeddings: default ones route every token alike
+                   randomize=("ErgoTopkRouter.linear",)),  # the router's weight lives in its linear
+    ),
     _row("flint", "A", "S3", "FlintForCausalLM", "FlintConfig", ("FlintTopKRouter",),
          experts="num_experts", k="num_experts_per_tok",
          shared=Shared("shared_expert_intermediate_size", "size", "shared_expert (ungated)"),
@@ -325,6 +339,16 @@ _ROWS = [
          experts="n_routed_experts", k="num_experts_per_tok",
          shared=Shared("n_shared_experts", "count", "shared_experts (ungated)"),
          rule="DeepSeek-V3 rule",
+    ),
+    _row("param2moe", "A", "S4", "Glm4MoeForCausalLM", "Param2MoeConfig", ("Glm4MoeTopkRouter",),
+         experts="n_routed_experts", k="num_experts_per_tok",
+         shared=Shared("n_shared_experts", "count", "shared_experts (ungated)"),
+         rule="DeepSeek-V3 rule (glm4_moe's model classes under its own config type)", config_of="glm4_moe",
+    ),
+    _row("minicpm5_moe", "A", "S4", "MiniCPM5MoeForCausalLM", "MiniCPM5MoeConfig", ("MiniCPM5MoeTopkRouter",),
+         experts="n_routed_experts", k="num_experts_per_tok",
+         shared=Shared("n_shared_experts", "count", "shared_experts (ungated, one MLP n_shared_experts wide)"),
+         rule="DeepSeek-V3 rule (fp32 logits, renorm iff norm_topk_prob)",
     ),
     _row("glm4_moe_lite", "A", "S4", "Glm4MoeLiteForCausalLM", "Glm4MoeLiteConfig", ("Glm4MoeLiteTopkRouter",),
          experts="n_routed_experts", k="num_experts_per_tok",
@@ -501,9 +525,11 @@ _ROWS = [
 ]
 
 FAMILIES: dict[str, Family] = {row.family: row for row in _ROWS}
-_BY_ROUTER_CLASS: dict[str, Family] = {cls: row for row in _ROWS for cls in row.routers}
-if len(FAMILIES) != len(_ROWS) or len(_BY_ROUTER_CLASS) != sum(len(r.routers) for r in _ROWS):
+_BY_ROUTER_CLASS: dict[str, Family] = {cls: row for row in _ROWS if row.config_of is None for cls in row.routers}
+if len(FAMILIES) != len(_ROWS) or len(_BY_ROUTER_CLASS) != sum(len(r.routers) for r in _ROWS if r.config_of is None):
     raise ValueError("the family table names a family or a router class twice")
+if any(row.config_of is not None and set(row.routers) - set(FAMILIES[row.config_of].routers) for row in _ROWS):
+    raise ValueError("a config alias row (config_of) must use its owner's router classes")
 
 
 def supported_families() -> tuple[str, ...]:

@@ -158,6 +158,8 @@ class Family:
         secondary_tags: tags whose routers are not the per-layer MLP routing (kept apart).
         fixed_top_k: k when the config has no key for it (capacity routers).
         loop: looped decoder layers, see :class:`Loop`.
+        config_of: for a config type that builds another family's model classes (a config alias),
+            that family: its router classes are shared, and a router class alone names the owner.
         tiny: quirks of a tiny random build, see :class:`Tiny`.
     """
 
@@ -179,6 +181,7 @@ class Family:
     secondary_tags: tuple[str, ...] = ()
     fixed_top_k: int | None = None
     loop: Loop | None = None
+    config_of: str | None = None
     notes: str = ""
     tiny: Tiny = Tiny()
 

@@ -94,7 +94,7 @@ _GENERIC: dict[str, Callable[[Sizes], Any]] = {
     "kv_lora_rank": lambda s: 16,
     "qk_rope_head_dim": lambda s: s.mla_rope_dim,
     "qk_nope_head_dim": lambda s: s.head_dim - s.mla_rope_dim,
-    **_each("index_n_heads", lambda s: 2),
+    **_each("index_n_heads index_num_heads", lambda s: 2),
     **_each("index_head_dim linear_key_head_dim linear_value_head_dim linear_head_dim", lambda s: s.head_dim),
     "index_topk": lambda s: 8,
     **_each("linear_num_key_heads linear_num_heads", lambda s: s.num_heads // 2),

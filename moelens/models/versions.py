@@ -18,7 +18,7 @@ from moelens.errors import UntestedVersionWarning
 __all__ = ["TESTED_TRANSFORMERS", "check_transformers_version", "version_tuple"]
 
 # (oldest, newest) transformers release the whole test suite passed with
-TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
+TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
