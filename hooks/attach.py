@@ -23,7 +23,7 @@ import torch
 from moelens.errors import CaptureError
 from moelens.hooks.events import RouterEvent, RoutingSink, StepContext
 from moelens.models.adapters import RawRoute, adapt_router_output, dbrx_route, doge_route
-from moelens.models.discover import ModelPlan, RouterSite
+from moelens.models.discover import ModelPlan, RouterSite, config_get
 
 __all__ = ["attach", "Attachment", "step_context", "past_length"]
 
@@ -130,6 +130,9 @@ class Attachment:
         self.model, self.plan, self.sink = model, plan, sink
         self.logits = logits
         self.verify = verify or plan.generic  # the generic adapter is always verified
+        # zero-compute (identity) experts: ids E .. E + Z - 1 after the E routed ones
+        zero_key = plan.family.zero_experts_key
+        self._zero = int(config_get(getattr(model, "config", None), zero_key) or 0) if zero_key else 0
         keep = None if layers is None else set(layers)
         by_path = plan.sites_by_path()
         # every pass of a router is kept or dropped together (its layer decides)
@@ -265,9 +268,17 @@ class Attachment:
             ids, weights = args[1], args[2]
             # a skip choice reaches the experts masked to (expert 0, weight 0)
             captured = route.experts.clamp(min=0) if skip_class else route.experts
-            if not (ids.numel() == captured.numel() and weights.numel() == route.weights.numel()
-                    and torch.equal(captured, ids.reshape(captured.shape).long())
-                    and torch.equal(route.weights, weights.reshape(route.weights.shape))):
+            same_size = ids.numel() == captured.numel() and weights.numel() == route.weights.numel()
+            if same_size:
+                ids, weights = ids.reshape(captured.shape).long(), weights.reshape(route.weights.shape)
+            if same_size and self._zero:
+                # identity experts reach the experts module as they are (transformers <= 5.24) or as
+                # some routed id with weight 0, their output added beside the call (5.25)
+                zero = captured >= self.routers[path][0].num_experts - self._zero
+                moved = zero & (ids != captured)
+                same_size = bool(torch.all(weights[moved] == 0))
+                ids, weights = torch.where(moved, captured, ids), torch.where(moved, route.weights, weights)
+            if not (same_size and torch.equal(captured, ids) and torch.equal(route.weights, weights)):
                 raise CaptureError(
                     f"captured routing of {path} differs from what its experts received"
                     f" ({self.plan.family.family}, transformers {_transformers_version()}): the model routes"

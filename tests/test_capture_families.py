@@ -86,6 +86,10 @@ class Oracle:
             h.remove()
 
 
+def _routed(model) -> int:
+    return int(model.config.n_routed_experts)
+
+
 def _check_site(plan, site, events, records, model):
     family = plan.family.family
     conv = plan.family.convention
@@ -101,6 +105,19 @@ def _check_site(plan, site, events, records, model):
                 # the router masks a skip choice to (expert 0, weight 0) before the experts see it
                 assert torch.all(ids[skipped] == 0) and torch.all(weights[skipped] == 0)
                 assert torch.equal(ev.experts[~skipped], ids[~skipped])
+            elif family == "longcat_flash" and bool((ev.experts >= _routed(model)).any()):
+                routed, zero_count = _routed(model), int(model.config.zero_expert_num)
+                zero = ev.experts >= routed
+                assert torch.equal(ev.experts[~zero], ids[~zero]), f"{site.path}: ids differ"
+                assert torch.equal(ev.weights[~zero], weights[~zero]), f"{site.path}: weights differ"
+                # transformers <= 5.24 hands identity-expert ids to the experts module; 5.25
+                # (LongcatFlashMoE.forward) sends them to a dummy routed id with weight 0 and adds the
+                # identity output beside the experts call. The router's decision is what is recorded.
+                handed = torch.equal(ev.experts[zero], ids[zero]) and torch.equal(ev.weights[zero], weights[zero])
+                dummy = (torch.equal(ids[zero], (ev.experts[zero] - routed) * routed // zero_count)
+                         and bool(torch.all(weights[zero] == 0)))
+                assert handed or dummy, f"{site.path}: identity experts differ"
+                continue
             else:
                 assert torch.equal(ev.experts, ids), f"{site.path}: ids differ"
             assert torch.equal(ev.weights, weights), f"{site.path}: weights differ"

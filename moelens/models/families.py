@@ -52,8 +52,12 @@ def _mrope(s: Sizes, partial_rotary_factor: float = 1.0, rotary_dim: int | None 
 
 
 def _nemotron_blocks(s: Sizes) -> list[str]:
-    """One mixer per block: MoE first, attention from 2 blocks, mamba from 4, dense MLP from 5."""
-    cycle = ("moe", "full_attention", "moe", "linear_attention", "mlp", "moe")
+    """One mixer per block: attention first, MoE from 2 blocks, mamba from 3, dense MLP from 5.
+
+    The first block holds a cache: transformers 5.25 reads the cache length from layer 0, which an
+    MoE block (no cache) cannot answer (real Nemotron-H stacks start with a mamba block).
+    """
+    cycle = ("full_attention", "moe", "linear_attention", "moe", "mlp", "moe")
     return [cycle[i % len(cycle)] for i in range(s.num_layers)]
 
 
