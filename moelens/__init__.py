@@ -21,6 +21,7 @@ from moelens._version import __version__
 __all__ = [
     "__version__",
     "capture",
+    "intervene",
     "trace",
     "open",
     "TraceConfig",
@@ -32,6 +33,7 @@ __all__ = [
 # public name -> (module, attribute); resolved on first access
 _LAZY = {
     "capture": ("moelens.capturing", "capture"),
+    "intervene": ("moelens.interventions.core", "intervene"),
     "trace": ("moelens.tracing", "trace"),
     "open": ("moelens.viz.notebook", "open"),
     "TraceConfig": ("moelens.config", "TraceConfig"),
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from moelens import errors
     from moelens.viz.notebook import open
     from moelens.capturing import capture
+    from moelens.interventions.core import intervene
     from moelens.config import TraceConfig
     from moelens.models.families import supported_families
     from moelens.models.loading import load_model

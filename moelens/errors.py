@@ -105,6 +105,10 @@ class CaptureError(MoelensError):
     """A router produced output that its adapter cannot read."""
 
 
+class InterventionError(MoelensError):
+    """An intervention (ablate, prune, force, scale, merge) cannot be applied as asked."""
+
+
 class MoelensWarning(UserWarning):
     """Something works, but not the way moelens was tested; the message says what and why."""
 
@@ -188,7 +192,7 @@ class UnavailableError(MoelensError):
 
 
 __all__ = ["option", "MoelensError", "ConfigError", "ModelError", "ModelNotFoundError", "NotMoEModelError",
-           "UnknownArchitectureError", "CaptureError", "MoelensWarning", "GenericAdapterWarning",
+           "UnknownArchitectureError", "CaptureError", "InterventionError", "MoelensWarning", "GenericAdapterWarning",
            "UntestedVersionWarning", "DataError", "DataNotFoundError", "ColumnNotFoundError",
            "EmptyDatasetError", "DataEncodingError", "VocabularyError", "StoreError", "SchemaVersionError",
            "DatabaseLockedError", "CorruptDatabaseError", "RunNotFoundError", "RunMismatchError", "UnavailableError"]

@@ -34,18 +34,20 @@ MAY_IMPORT = {
     "store": set(),
     "pipeline": {"models", "embedded", "data", "hooks", "kernels", "store"},
     "analysis": {"store"},
+    # causal experiments: run the model (models, hooks, pipeline), store effects, rank candidates with analysis
+    "interventions": {"models", "embedded", "data", "hooks", "kernels", "store", "pipeline", "analysis"},
     "viz": {"store", "analysis", "web"},
     "web": set(),
-    "notebook": {"models", "hooks", "kernels", "store", "pipeline", "analysis", "viz"},
+    "notebook": {"models", "hooks", "kernels", "store", "pipeline", "analysis", "viz", "interventions"},
     "cli": {"models", "embedded", "data", "hooks", "kernels", "store", "pipeline", "analysis", "viz", "web",
-            "notebook"},
+            "notebook", "interventions"},
 }
 # module prefix -> layer (longest prefix wins)
 LAYER_OF = {
     "moelens.models": "models", "moelens.embedded": "embedded", "moelens.data": "data",
     "moelens.hooks": "hooks", "moelens.kernels": "kernels", "moelens.store": "store",
     "moelens.pipeline": "pipeline", "moelens.tracing": "pipeline", "moelens.capturing": "notebook",
-    "moelens.sources": "pipeline", "moelens.placements": "viz",
+    "moelens.sources": "pipeline", "moelens.placements": "viz", "moelens.interventions": "interventions",
     "moelens.analysis": "analysis", "moelens.viz": "viz", "moelens.web": "web", "moelens.cli": "cli",
     "moelens.__main__": "cli",
 }

@@ -99,7 +99,8 @@ def test_public_api():
     assert callable(moelens.trace) and callable(moelens.capture) and callable(moelens.open)
 
     assert sorted(moelens.__all__) == sorted(
-        ["__version__", "capture", "trace", "open", "TraceConfig", "load_model", "supported_families", "errors"])
+        ["__version__", "capture", "intervene", "trace", "open", "TraceConfig", "load_model", "supported_families",
+         "errors"])
     for name in moelens.__all__:
         assert getattr(moelens, name) is not None
     families = moelens.supported_families()
