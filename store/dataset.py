@@ -40,7 +40,7 @@ VIEWS = {"runs": ("run_id",), "sites": ("run_id",), "documents": ("run_id",), "t
          "stats_entropy": ("run_id", "layer"), "stats_tokens": ("run_id", "layer")}
 # what each folder holds: the public view, except that routes keeps the loop pass of looped layers
 VIEW_SOURCE = {"routes": "(SELECT run_id, doc_id, pos, layer, rank, expert, weight, pass FROM routes_all WHERE is_primary)"}
-READABLE = (2, 3)  # dataset schema versions this moelens opens (the manifest lists each view's columns)
+READABLE = (2, 3, 4)  # dataset schema versions this moelens opens (the manifest lists each view's columns)
 ROW_ORDER = {"routes": "doc_id, pos, rank", "tokens": "doc_id, pos", "documents": "doc_id", "router_logits": "doc_id, pos",
           "router_confidence": "doc_id, pos"}
 

@@ -41,14 +41,16 @@ narrow (:data:`NARROW_DOC_ID`).
 
 Version history (``MIGRATIONS`` upgrades older files in place, ``moelens upgrade``): 1 - first
 release; 2 - ``sites.pass``; 3 - route tables without weight words for sources that record no
-gate weights (``weight`` NULL in the views; nothing changes in existing tables).
+gate weights (``weight`` NULL in the views; nothing changes in existing tables); 4 - the tables of causal
+experiments (``intervention_runs``, ``interventions``, ``whatif_curves``; see
+:mod:`moelens.interventions`).
 """
 
 from __future__ import annotations
 
 from moelens.store.packing import expert_words, weight_words
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Largest doc_id that the physical tables of runs created before doc_id became BIGINT can hold (the
 # public views were BIGINT from the start); upgrading a database widens them (widen_doc_id_sql).
@@ -61,6 +63,19 @@ __all__ = ["SCHEMA_VERSION", "MIGRATIONS", "NARROW_DOC_ID", "NARROW_TABLES_SQL",
 
 BASE_DDL = [
     "CREATE TABLE IF NOT EXISTS moelens_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    # causal experiments (version 4): one run of `moelens intervene`, one row per intervention x label value
+    """CREATE TABLE IF NOT EXISTS intervention_runs (
+        irun_id VARCHAR PRIMARY KEY, model VARCHAR, dataset VARCHAR, status VARCHAR, created_at TIMESTAMP,
+        moelens_version VARCHAR, config JSON)""",
+    """CREATE TABLE IF NOT EXISTS interventions (
+        irun_id VARCHAR, intervention_id INTEGER, kind VARCHAR, layer INTEGER, experts INTEGER[], spec JSON,
+        description VARCHAR, control BOOLEAN, control_for INTEGER, label_kind VARCHAR, label_value VARCHAR,
+        n_docs INTEGER, n_tokens BIGINT, base_loss DOUBLE, d_loss DOUBLE, d_loss_lo DOUBLE, d_loss_hi DOUBLE,
+        kl DOUBLE, kl_lo DOUBLE, kl_hi DOUBLE, top1_agree DOUBLE, top1_lo DOUBLE, top1_hi DOUBLE,
+        PRIMARY KEY (irun_id, intervention_id, label_kind, label_value))""",
+    """CREATE TABLE IF NOT EXISTS whatif_curves (
+        irun_id VARCHAR, method VARCHAR, layer INTEGER, n_removed INTEGER, experts INTEGER[], loss DOUBLE,
+        d_loss DOUBLE, kl DOUBLE, top1_agree DOUBLE, PRIMARY KEY (irun_id, method, layer, n_removed))""",
     """CREATE TABLE IF NOT EXISTS runs (
         run_id VARCHAR PRIMARY KEY, run_key INTEGER NOT NULL UNIQUE,
         model VARCHAR, family VARCHAR, revision VARCHAR, dtype VARCHAR,
@@ -111,6 +126,7 @@ BASE_DDL = [
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE sites ADD COLUMN pass SMALLINT DEFAULT 0"],
     2: [],  # version 3 adds route tables without weight words for new runs; existing tables stay as they are
+    3: [],  # version 4 adds the intervention tables (BASE_DDL creates them, IF NOT EXISTS, after every upgrade)
 }
 
 

@@ -66,7 +66,7 @@ def test_export_layout_and_reports_equal(db, tmp_path):
     ds = tmp_path / "ds"
     assert main(["export", str(db), "--parquet", str(ds)]) == 0
     manifest = json.loads((ds / "_moelens.json").read_text())
-    assert manifest["format"] == "moelens.dataset/1" and manifest["schema_version"] == 3
+    assert manifest["format"] == "moelens.dataset/1" and manifest["schema_version"] == 4
     assert manifest["runs"]["vllm/served 1"]["weights"] is False and manifest["runs"]["mini:docs"]["logits_width"] == 8
     for run in ("mini:docs", "vllm/served 1"):
         for layer in (1, 2, 3):

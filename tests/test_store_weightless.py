@@ -60,7 +60,7 @@ def test_version_2_files_upgrade_to_3_and_keep_their_runs(tmp_path):
     from moelens.errors import SchemaVersionError
     from moelens.store.schema import MIGRATIONS
 
-    assert SCHEMA_VERSION == 3 and MIGRATIONS[2] == []
+    assert SCHEMA_VERSION >= 3 and MIGRATIONS[2] == []
     path = tmp_path / "v2.duckdb"
     with Store(path) as store:
         _write(store, "old", weights=True)
@@ -77,12 +77,34 @@ def test_version_2_files_upgrade_to_3_and_keep_their_runs(tmp_path):
 
 
 def store_path(path):
-    """A copy of a version-2 file marked 3, to read the run the way it was written (oracle)."""
+    """A copy of a version-2 file marked current, to read the run the way it was written (oracle)."""
     import shutil
 
     copy = path.with_name("copy.duckdb")
     shutil.copyfile(path, copy)
     con = duckdb.connect(str(copy))
-    con.execute("UPDATE moelens_meta SET value = '3' WHERE key = 'schema_version'")
+    con.execute("UPDATE moelens_meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
     con.close()
     return str(copy)
+
+
+def test_version_3_files_upgrade_to_4_with_the_intervention_tables(tmp_path):
+    """Version 4 adds the tables of causal experiments; a version-3 file gains them, its runs untouched."""
+    from moelens.errors import SchemaVersionError
+
+    assert SCHEMA_VERSION == 4
+    path = tmp_path / "v3.duckdb"
+    with Store(path) as store:
+        _write(store, "old", weights=True)
+        for table in ("interventions", "intervention_runs", "whatif_curves"):
+            store.con.execute(f"DROP TABLE {table}")
+        store.con.execute("UPDATE moelens_meta SET value = '3' WHERE key = 'schema_version'")
+    before = load_routing(store_path(path), "old")
+    with pytest.raises(SchemaVersionError, match="moelens upgrade"):
+        Store(path)
+    with Store(path, upgrade=True) as store:
+        assert store.upgraded_from == 3
+        tables = {r[0] for r in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert {"interventions", "intervention_runs", "whatif_curves"} <= tables
+    after = load_routing(str(path), "old")
+    assert np.array_equal(after.experts, before.experts) and np.array_equal(after.weights, before.weights)

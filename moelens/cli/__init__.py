@@ -24,6 +24,7 @@ COMMANDS = {
     "report": "report",
     "compare": "compare",
     "serving": "serving",
+    "intervene": "intervene",
     "export": "export",
     "families": "families",
     "runs": "runs",
