@@ -50,6 +50,8 @@ def _base(ws: Path) -> dict[str, list[str]]:
         "merge": [str(ws / "runs.duckdb"), "--out", str(ws / "merged.duckdb"), "--run", "a", "--no-progress"],
         "serving": [str(ws / "runs.duckdb"), "--run", "a", "--ep", "2"],
         "upgrade": [str(ws / "runs.duckdb")],
+        "intervene": [str(ws / "model"), str(ws / "docs.jsonl"), "--out", str(ws / "new.duckdb"), "--ablate", "1:0",
+                      "--max-docs", "2", "--bootstrap", "20", "--no-progress"],
     }
 
 
@@ -83,6 +85,16 @@ def _option_cases() -> list:
 
 
 POSITIONAL = [
+    ("intervene-missing-data", ["intervene", "{ws}/model", "{ws}/none.jsonl", "--out", "{ws}/new.duckdb",
+                                "--ablate", "1:0"]),
+    ("intervene-nothing-asked", ["intervene", "{ws}/model", "{ws}/docs.jsonl", "--out", "{ws}/new.duckdb"]),
+    ("intervene-bad-spec", ["intervene", "{ws}/model", "{ws}/docs.jsonl", "--out", "{ws}/new.duckdb", "--ablate", "1-0"]),
+    ("intervene-no-such-layer", ["intervene", "{ws}/model", "{ws}/docs.jsonl", "--out", "{ws}/new.duckdb",
+                                 "--ablate", "99:0"]),
+    ("intervene-label-without-sweep", ["intervene", "{ws}/model", "{ws}/docs.jsonl", "--out", "{ws}/new.duckdb",
+                                       "--ablate", "1:0", "--label", "domain=x"]),
+    ("intervene-db-is-text", ["intervene", "{ws}/model", "{ws}/docs.jsonl", "--out", "{ws}/notes.txt",
+                              "--ablate", "1:0"]),
     ("report-missing-db", ["report", "{ws}/none.duckdb"]),
     ("report-db-is-a-folder", ["report", "{ws}"]),
     ("report-db-is-text", ["report", "{ws}/notes.txt"]),

@@ -66,14 +66,19 @@ def render_report(data: dict[str, Any], console: Any, *, top: int = 10) -> None:
                         f"{tests.get('tested', 0)} tested, {tests.get('untested', 0)} untested "
                         f"(lift = share / expert's overall share; uniform share {_pct(base['specialization_share'])})",
                   title_justify="left")
-        for col in ("layer", "value", "expert", "share", "lift", "95% CI", "q"):
-            t.add_column(col, justify="left" if col == "value" else "right")
+        causal = bool(data.get("causal_measured"))
+        for col in ("layer", "value", "expert", "share", "lift", "95% CI", "q", *(("causal",) if causal else ())):
+            t.add_column(col, justify="left" if col in ("value", "causal") else "right")
         ranked = sorted(rows, key=lambda r: (-(r["ci_low"] if r["ci_low"] is not None else -1), -(r["lift"] or 0)))
         for r in ranked[:top]:
+            verdict = r.get("causal", "not measured")
+            if verdict == "effect" and r.get("causal_d_loss") is not None:
+                verdict = f"effect (+{r['causal_d_loss']:.3f} nats)"
             t.add_row(str(r["layer"]), escape(str(r["value"])), str(r["expert"]), _pct(r["share"]), _f(r["lift"], 2),
-                      f"[{_f(r['ci_low'], 2)}, {_f(r['ci_high'], 2)}]", f"{r['q_value']:.1e}" if r["q_value"] is not None else "-")
+                      f"[{_f(r['ci_low'], 2)}, {_f(r['ci_high'], 2)}]", f"{r['q_value']:.1e}" if r["q_value"] is not None else "-",
+                      *((escape(verdict),) if causal else ()))
         if not rows:
-            t.add_row("-", "no significant specialization", "", "", "", "", "")
+            t.add_row("-", "no significant specialization", "", "", "", "", "", *(("",) if causal else ()))
         console.print(t)
         if tests.get("unsupported"):
             console.print(f"  {tests['unsupported']} cell(s) with a significant lift left out: too little support "

@@ -26,6 +26,7 @@ from moelens.analysis.options import ReportOptions
 from moelens.analysis.runs import RunData, load_any
 from moelens.analysis.sections import (SCHEMA, Clock, Report, baselines, clean, layer_row, options_record, records,
                                        run_header, unavailable)
+from moelens.analysis.causal import causal_column, causal_verdicts, read_interventions
 from moelens.analysis.specialization import rank_cells
 from moelens.store import Store
 from moelens.store.aggregates import RunAggregates
@@ -126,10 +127,13 @@ def _build(db: Any, db_path: str | None, routing: Any, options: ReportOptions, c
 
     analyses = layer_pass.specialization(result)
     data["specialization"], data["specialization_tests"], data["nmi"], data["share_matrix"] = {}, {}, {}, {}
+    measured = causal_verdicts(found) if db is not None and (found := read_interventions(db, routing.run_id)) is not None \
+        else None
+    data["causal_measured"] = measured is not None
     for a in analyses:
         sig = (rank_cells(a.tests.filter(pl.col("significant")))
                .group_by("layer", "value", maintain_order=True).head(options.top))
-        data["specialization"][a.label] = records(rank_cells(sig), SPEC_COLUMNS)
+        data["specialization"][a.label] = causal_column(records(rank_cells(sig), SPEC_COLUMNS), a.label, measured)
         data["specialization_tests"][a.label] = _label_summary(a, options)
         data["nmi"][a.label] = records(a.nmi, ["layer", "nmi", "nmi_baseline", "nmi_permuted"])
         data["share_matrix"][a.label] = share_matrix_record(a.tests, resolve_label(routing, a.label).values)

@@ -270,10 +270,13 @@ def measure(model: Any, data: Any, interventions: Iterable[Experiment | dict[str
     import polars as pl
 
     experiments = [e if isinstance(e, Experiment) else Experiment(dict(e)) for e in interventions]
-    for name, value, low in (("batch_size", batch_size, 1), ("max_length", max_length, 2), ("n_boot", n_boot, 10),
-                             ("chunk", chunk, 1)):
-        if not isinstance(value, int) or value < low:
-            raise ConfigError(f"{option(name, value)} must be an integer of at least {low}.")
+    for name, value, low, high in (("batch_size", batch_size, 1, None), ("max_length", max_length, 2, None),
+                                   ("n_boot", n_boot, 10, 100_000), ("chunk", chunk, 1, None)):
+        if not isinstance(value, int) or value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high:,}"
+            raise ConfigError(f"{option(name, value)} must be an integer {bounds}.")
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{option('seed', seed)} must be a non-negative integer.")
     unknown = set(labels) - set(LABEL_KINDS)
     if unknown:
         raise ConfigError(f"unknown label kind {sorted(unknown)[0]!r}; choose from {', '.join(LABEL_KINDS)}.")
@@ -283,6 +286,10 @@ def measure(model: Any, data: Any, interventions: Iterable[Experiment | dict[str
 
         loaded = load_model(model)
         model, tokenizer = loaded.model, loaded.tokenizer
+    from moelens.interventions.core import Intervention
+
+    for e in experiments:  # every intervention is checked before anything is read or written
+        Intervention(model, **e.kwargs)
     prepared = prepare(data, tokenizer, max_length=max_length, max_docs=max_docs)
     ids = list(range(len(experiments)))
     store = run = None

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from moelens.analysis.causal import causal_verdicts
 from moelens.errors import ConfigError
 from moelens.interventions.effects import Experiment
 
@@ -81,23 +82,3 @@ def matched_controls(experiment: Experiment, usage: dict[int, np.ndarray], *, n:
     best = sorted(seen, key=lambda p: (seen[p], p))[:n]
     return [Experiment({"ablate": {layer: list(p)}}, control=True, control_for=control_for,
                        label=f"random, usage-matched to {experiment.describe()}") for p in best]
-
-
-def causal_verdicts(rows: Any) -> Any:
-    """Per non-control intervention and label value: the verdict against its matched controls.
-
-    ``rows`` is the ``interventions`` table (Polars). Adds ``control_hi`` (the highest upper bound of
-    the controls' ``d_loss`` interval on that label value) and ``verdict``.
-    """
-    import polars as pl
-
-    controls = (rows.filter(pl.col("control"))
-                .group_by("irun_id", "control_for", "label_kind", "label_value")
-                .agg(pl.col("d_loss_hi").max().alias("control_hi"), pl.col("d_loss").mean().alias("control_d_loss"),
-                     pl.len().alias("controls")))
-    main = rows.filter(~pl.col("control"))
-    joined = main.join(controls, left_on=["irun_id", "intervention_id", "label_kind", "label_value"],
-                       right_on=["irun_id", "control_for", "label_kind", "label_value"], how="left")
-    above = (pl.col("d_loss_lo") > 0) & (pl.col("control_hi").is_null() | (pl.col("d_loss_lo") > pl.col("control_hi")))
-    return joined.with_columns(pl.when(above).then(pl.lit("effect")).otherwise(pl.lit("no effect beyond noise"))
-                               .alias("verdict"))
