@@ -14,7 +14,8 @@ from moelens.store.arrays import save_routing
 LAYER_KEYS = {"layer", "tokens", "load", "max_over_mean", "effective_experts", "dead_experts", "collapsed",
               "collapse_reason", "imbalance_ratio", "cv", "gini", "entropy", "entropy_norm", "effective_fraction",
               "min_utilization", "max_utilization", "dead_fraction", "never_routed", "balancedness"}
-SPEC_KEYS = {"layer", "expert", "value", "share", "lift", "ci_low", "ci_high", "count", "tokens", "docs", "q_value"}
+SPEC_KEYS = {"layer", "expert", "value", "share", "lift", "ci_low", "ci_high", "count", "tokens", "docs", "q_value",
+             "causal"}  # causal: "not measured" here (no interventions in this database)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def test_report_json_has_the_documented_keys(db, capsys):
     rows = data["specialization"]["domain"]
     assert [(r["layer"], r["value"], r["expert"]) for r in rows] == [(4, "code", 3)]
     assert set(rows[0]) == SPEC_KEYS and rows[0]["ci_low"] > 1
+    assert rows[0]["causal"] == "not measured" and data["causal_measured"] is False
     assert data["specialization"]["split"] == [] and data["confidence"] is None
     assert data["options"]["bootstrap"] == 100 and data["baselines"]["first_or_second"] == pytest.approx(1 - 30 / 56)
 
@@ -91,3 +93,34 @@ def test_compare_json_and_tables(db, capsys):
     assert "saturation" in capsys.readouterr().out
     assert main(["compare", str(db), "base", "missing"]) == 2
     assert "no run 'missing'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("control_hi, verdict", [(0.2, "effect"), (0.45, "no effect beyond noise")])
+def test_report_causal_column_reads_the_measured_ablation(db, tmp_path, capsys, control_hi, verdict):
+    """Interventions written by hand: the code specialist (layer 4, expert 3) ablated, d_loss on code in
+    [0.4, 0.6]; two usage-matched controls whose highest upper bound is ``control_hi``."""
+    import shutil
+
+    import duckdb
+
+    copy = tmp_path / "causal.duckdb"
+    shutil.copyfile(db, copy)
+    con = duckdb.connect(str(copy))
+    con.execute("INSERT INTO intervention_runs SELECT 'iv', model, dataset, 'complete', now(), 'test', '{}' FROM runs"
+                " WHERE run_id = 'base'")
+    rows = [(0, False, None, [3], 0.5, 0.4, 0.6), (1, True, 0, [1], 0.1, 0.0, 0.2), (2, True, 0, [2], 0.3, 0.1, control_hi)]
+    for iid, control, control_for, experts, d, lo, hi in rows:
+        con.execute("INSERT INTO interventions (irun_id, intervention_id, kind, layer, experts, spec, description, control,"
+                    " control_for, label_kind, label_value, n_docs, n_tokens, base_loss, d_loss, d_loss_lo, d_loss_hi)"
+                    " VALUES ('iv', ?, 'ablate', 4, ?, '{}', ?, ?, ?, 'domain', 'code', 3, 30, 2.0, ?, ?, ?)",
+                    [iid, experts, f"ablate L4:E{experts[0]}", control, control_for, d, lo, hi])
+    con.close()
+    assert main(["report", str(copy), "--run", "base", "--json", "--bootstrap", "100"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (row,) = data["specialization"]["domain"]
+    assert data["causal_measured"] is True
+    assert (row["layer"], row["expert"], row["causal"]) == (4, 3, verdict)
+    assert row["causal_by"] == "ablate L4:E3" and row["causal_d_loss"] == pytest.approx(0.5)
+    assert main(["report", str(copy), "--run", "base", "--bootstrap", "100"]) == 0
+    shown = "effect (+0.500 nats)" if verdict == "effect" else "no effect beyond noise"
+    assert shown in capsys.readouterr().out
