@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from pathlib import Path
 
 EXAMPLES = """examples:
   moelens intervene moelens-mini eval.jsonl --out runs.duckdb --ablate 2:5 --ablate 2:5,7
   moelens intervene moelens-mini eval.jsonl --out runs.duckdb --sweep single-experts --layers 2
   moelens intervene moelens-mini eval.jsonl --out runs.duckdb --sweep top-specialists \\
       --label language=ar --label domain=code --random-baseline 5
+  moelens intervene moelens-mini eval.jsonl --out runs.duckdb --sweep size-quality --layers 2 --n 1,2,4,8
 
 Each intervention is measured against the unmodified model on the same tokens: the change in next-token
 loss (nats), KL(base || intervened) and top-1 agreement, overall and per domain, language and position
 bucket, with 95% intervals that resample documents. Specialists come from the report's ranking of a
 traced run of MODEL in DB (traced first when DB has none); --random-baseline N adds N random ablations of
 the same layer and size with matching usage per intervention, and the verdict says whether the effect
-stands above them. Rows go to the `interventions` table; the same command resumes an interrupted run."""
+stands above them. --sweep size-quality removes n experts per layer by merging the most similar pairs
+(usage-weighted average), pruning the less used of each pair, pruning the least used, and pruning at
+random (--draws, averaged), and prints loss against n (the `whatif_curves` table). Rows go to the
+`interventions` table; the same command resumes an interrupted run."""
 
 OPTION_FLAGS = {"n_boot": "--bootstrap", "irun_id": "--run-id"}
 _SPEC = re.compile(r"^(\d+):(\d+(?:,\d+)*)$")
@@ -33,8 +38,12 @@ def add_parser(sub, formatter) -> None:
                    help="ablate these experts of layer L (repeat for more interventions)")
     p.add_argument("--prune", action="append", default=[], metavar="L:E[,E...]",
                    help="prune these experts of layer L (the same computation as ablate, named as a checkpoint)")
-    p.add_argument("--sweep", choices=["single-experts", "top-specialists"], help="a family of interventions")
-    p.add_argument("--layers", help="layers of --sweep single-experts, comma-separated (default: every MoE layer)")
+    p.add_argument("--sweep", choices=["single-experts", "top-specialists", "size-quality"],
+                   help="a family of interventions")
+    p.add_argument("--layers", help="layers of --sweep single-experts or size-quality, comma-separated"
+                                    " (default: every MoE layer)")
+    p.add_argument("--n", default="1,2,4,8", help="experts removed per layer by --sweep size-quality")
+    p.add_argument("--draws", type=int, default=3, help="random draws per point of --sweep size-quality")
     p.add_argument("--label", action="append", default=[], metavar="KIND=VALUE",
                    help="label values of --sweep top-specialists, e.g. language=ar")
     p.add_argument("--top", type=int, default=2, help="specialists ablated together per layer")
@@ -103,7 +112,34 @@ def _trace_run(args: argparse.Namespace) -> str:
     return summary.run_id
 
 
-def experiments(args: argparse.Namespace):
+def _layers(text: str | None, plan) -> list[int]:
+    from moelens.errors import ConfigError
+
+    if not text:
+        return list(plan.moe_layers)
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--layers {text!r} is not a comma-separated list of layer numbers.") from None
+    bad = [x for x in layers if x not in plan.moe_layers]
+    if bad:
+        raise ConfigError(f"--layers: layer {bad[0]} has no router (MoE layers: {', '.join(map(str, plan.moe_layers))}).")
+    return layers
+
+
+def _sizes(text: str, num_experts: int) -> list[int]:
+    from moelens.errors import ConfigError
+
+    try:
+        sizes = sorted({int(x) for x in text.split(",")})
+    except ValueError:
+        raise ConfigError(f"--n {text!r} is not a comma-separated list of counts.") from None
+    if not sizes or sizes[0] < 1 or sizes[-1] > num_experts // 2:
+        raise ConfigError(f"--n takes counts from 1 to {num_experts // 2} (half the {num_experts} experts), got {text}.")
+    return sizes
+
+
+def experiments(args: argparse.Namespace, model):
     from moelens.errors import ConfigError
     from moelens.interventions.effects import Experiment
     from moelens.interventions.sweeps import expert_usage, matched_controls, single_experts, top_specialists
@@ -123,15 +159,26 @@ def experiments(args: argparse.Namespace):
             main += top_specialists(args.out, kind, value, run=run, top=args.top)
     elif args.label:
         raise ConfigError("--label goes with --sweep top-specialists.")
-    if args.sweep == "single-experts":
-        from moelens.models.loading import load_model
+    if args.sweep in ("single-experts", "size-quality"):
         from moelens.models.discover import plan_model
 
-        plan = plan_model(load_model(args.model).model)
-        layers = [int(x) for x in args.layers.split(",")] if args.layers else list(plan.moe_layers)
-        main += single_experts(layers, plan.num_experts)
+        plan = plan_model(model)
+        layers = _layers(args.layers, plan)
+        if args.sweep == "single-experts":
+            main += single_experts(layers, plan.num_experts)
+        else:
+            from moelens.interventions.whatif import curve_experiments, weight_similarity
+
+            sizes = _sizes(args.n, plan.num_experts)
+            if args.draws < 1:
+                raise ConfigError(f"--draws must be at least 1, got {args.draws}.")
+            run = run or _trace_run(args)
+            usage = expert_usage(args.out, run)
+            for layer in layers:
+                main += curve_experiments(layer, sizes, weight_similarity(model, layer), usage[layer],
+                                          draws=args.draws, seed=args.seed)
     elif args.layers:
-        raise ConfigError("--layers goes with --sweep single-experts.")
+        raise ConfigError("--layers goes with --sweep single-experts or size-quality.")
     if not main:
         raise ConfigError("nothing to measure: give --ablate, --prune or --sweep.")
     controls = []
@@ -147,17 +194,51 @@ def run(args: argparse.Namespace) -> int:
 
     from moelens.interventions.effects import measure
     from moelens.interventions.sweeps import causal_verdicts
+    from moelens.models.loading import load_model
 
-    todo = experiments(args)
-    rows = measure(args.model, args.data, todo, batch_size=args.batch_size, max_length=args.max_length,
-                   max_docs=args.max_docs, n_boot=args.bootstrap, seed=args.seed, out=args.out, irun_id=args.run_id,
-                   progress=not args.no_progress)
+    for name, value in (("--batch-size", args.batch_size), ("--max-length", args.max_length), ("--seed", args.seed)):
+        if value < (0 if name == "--seed" else 1):
+            from moelens.errors import ConfigError
+
+            raise ConfigError(f"{name} must be {'non-negative' if name == '--seed' else 'positive'}, got {value}.")
+    loaded = load_model(args.model)
+    todo = experiments(args, loaded.model)
+    irun_id = args.run_id or f"{args.model}:{Path(args.data).stem}"
+    rows = measure(loaded.model, args.data, todo, tokenizer=loaded.tokenizer, batch_size=args.batch_size,
+                   max_length=args.max_length, max_docs=args.max_docs, n_boot=args.bootstrap, seed=args.seed,
+                   out=args.out, irun_id=irun_id, model_name=args.model, progress=not args.no_progress)
+    curve = None
+    if args.sweep == "size-quality":
+        from moelens.interventions.storage import write_curve
+        from moelens.interventions.whatif import curve_rows
+
+        curve = curve_rows(rows, todo)
+        write_curve(args.out, irun_id, curve)
     verdicts = causal_verdicts(rows)
     if args.json:
-        print(json.dumps(verdicts.to_dicts(), default=str))
+        out = {"interventions": verdicts.to_dicts()}
+        if curve is not None:
+            out["size_quality"] = curve.to_dicts()
+        print(json.dumps(out, default=str))
         return 0
-    _print(verdicts, todo, Console())
+    if curve is not None:
+        _print_curve(curve, Console())
+    else:
+        _print(verdicts, todo, Console())
     return 0
+
+
+def _print_curve(curve, console) -> None:
+    from rich.table import Table
+
+    table = Table(title="size-quality: experts removed per layer -> loss (nats), KL, top-1 agreement")
+    for column in ("layer", "removed", "method", "loss", "d_loss", "KL", "top-1 same", "experts"):
+        table.add_column(column, justify="left" if column in ("method", "experts") else "right")
+    for r in curve.iter_rows(named=True):
+        table.add_row(str(r["layer"]), str(r["n_removed"]), r["method"], f"{r['loss']:.4f}", f"{r['d_loss']:+.4f}",
+                      f"{r['kl']:.4f}", f"{r['top1_agree']:.1%}",
+                      "(mean of draws)" if r["method"] == "random" else ",".join(map(str, r["experts"])))
+    console.print(table)
 
 
 def _print(verdicts, todo, console) -> None:

@@ -259,7 +259,7 @@ def _frame(rows: list[dict[str, Any]]):
 def measure(model: Any, data: Any, interventions: Iterable[Experiment | dict[str, Any]], *, tokenizer: Any = None,
             labels: Iterable[str] = LABEL_KINDS, batch_size: int = 8, max_length: int = 512,
             max_docs: int | None = None, n_boot: int = 1000, seed: int = 0, chunk: int = 16, out: str | None = None,
-            irun_id: str | None = None, progress: bool = True):
+            irun_id: str | None = None, model_name: str | None = None, progress: bool = True):
     """Measure interventions on ``data`` (see the module docstring); returns a Polars frame, one row per
     (intervention, label value). ``model`` is a name (embedded, folder, hub id) or a loaded model (with
     ``tokenizer=`` for text data). With ``out`` the rows also go to that DuckDB (``interventions``
@@ -280,7 +280,8 @@ def measure(model: Any, data: Any, interventions: Iterable[Experiment | dict[str
     unknown = set(labels) - set(LABEL_KINDS)
     if unknown:
         raise ConfigError(f"unknown label kind {sorted(unknown)[0]!r}; choose from {', '.join(LABEL_KINDS)}.")
-    model_name = model if isinstance(model, str) else type(model).__name__
+    model_name = model_name or (model if isinstance(model, str) else getattr(getattr(model, "config", None),
+                                                                             "_name_or_path", "") or type(model).__name__)
     if isinstance(model, str):
         from moelens.models.loading import load_model
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from moelens.errors import RunMismatchError
 
-__all__ = ["open_irun", "write_rows", "finish", "read_rows", "read_interventions"]
+__all__ = ["open_irun", "write_rows", "finish", "read_rows", "read_interventions", "write_curve"]
 
 _COLUMNS = ("irun_id", "intervention_id", "kind", "layer", "experts", "spec", "description", "control", "control_for",
             "label_kind", "label_value", "n_docs", "n_tokens", "base_loss", "d_loss", "d_loss_lo", "d_loss_hi",
@@ -82,3 +82,21 @@ def read_interventions(path: str, irun_id: str | None = None):
 
     with Store(path, read_only=True) as store:
         return read_rows(store, irun_id)
+
+
+def write_curve(path: str, irun_id: str, curve: Any) -> None:
+    """Replace the ``whatif_curves`` rows of ``irun_id`` by ``curve`` (one transaction)."""
+    from moelens.store import Store
+
+    with Store(path) as store:
+        store.con.execute("BEGIN TRANSACTION")
+        try:
+            store.con.execute("DELETE FROM whatif_curves WHERE irun_id = ?", [irun_id])
+            store.con.executemany(
+                "INSERT INTO whatif_curves VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [[irun_id, r["method"], r["layer"], r["n_removed"], r["experts"], r["loss"], r["d_loss"], r["kl"],
+                  r["top1_agree"]] for r in curve.iter_rows(named=True)])
+            store.con.execute("COMMIT")
+        except BaseException:
+            store.con.execute("ROLLBACK")
+            raise
