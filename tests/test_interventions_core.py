@@ -25,7 +25,7 @@ from moelens.models.discover import plan_model  # noqa: E402
 from moelens.models.families import FAMILIES  # noqa: E402
 from moelens.models.tiny import build_tiny_model, family_available, tiny_inputs  # noqa: E402
 
-A_FAMILIES = [f for f, row in FAMILIES.items() if row.convention in ("A", "A+")]
+A_FAMILIES = [f for f, row in FAMILIES.items() if row.convention in ("A", "A+", "B", "C", "D")]  # router logits
 
 
 def _run(model, inputs):
