@@ -62,7 +62,7 @@ def test_token_effects_equal_two_forwards_by_hand():
             want["agree"] += (new.argmax(-1) == base.argmax(-1)).tolist()
     assert got["doc"].tolist() == want["doc"] and got["pos"].tolist() == want["pos"]
     np.testing.assert_allclose(got["d_loss"][0], want["d"], atol=1e-5)
-    np.testing.assert_allclose(got["kl"][0], want["kl"], rtol=2e-3, atol=1e-7)
+    np.testing.assert_allclose(got["kl"][0], want["kl"], rtol=2e-3, atol=1e-6)
     assert np.median(want["kl"]) > 1e-3  # large enough for the direction of KL to show
     assert got["agree"][0].tolist() == want["agree"]
     assert np.abs(got["d_loss"][0]).max() > 0  # the ablation changed something

@@ -109,7 +109,37 @@ def site(tiny_model_dir, tmp_path_factory):
     first = rng.permutation(np.repeat(np.arange(64), counts))
     _save(db, "palette-64", palette_run(64, first, np.zeros(len(first), int)), 64, [{"doc_id": 0, "domain": "x"}],
           np.zeros(len(first), int), [f"w{i % 30} " for i in range(len(first))])
+    _plant_interventions(db)
     return db, export_site(db, root / "site")
+
+
+# interventions measured on the tiny run's model, written by hand (the Causal view must show exactly these):
+# intervention 0 ablates layer 1, expert 2; 1 and 2 are its random controls; 3 is a second intervention
+CAUSAL = [  # (id, control_for, label_kind, label_value, d_loss, lo, hi)
+    (0, None, "all", "all", 0.05, 0.03, 0.07), (0, None, "domain", "code", 0.40, 0.30, 0.50),
+    (0, None, "domain", "prose", 0.02, -0.01, 0.05),
+    (1, 0, "all", "all", 0.04, 0.02, 0.06), (1, 0, "domain", "code", 0.10, 0.05, 0.20),
+    (1, 0, "domain", "prose", 0.03, 0.00, 0.06),
+    (2, 0, "all", "all", 0.06, 0.04, 0.08), (2, 0, "domain", "code", 0.05, 0.00, 0.25),
+    (2, 0, "domain", "prose", 0.01, -0.02, 0.04),
+    (3, None, "all", "all", -0.001, -0.004, 0.002),
+]
+CAUSAL_VERDICTS = {("all", "all"): "no effect beyond noise", ("domain", "code"): "effect",
+                   ("domain", "prose"): "no effect beyond noise"}  # by hand: lo > 0 and lo > the controls' highest hi
+
+
+def _plant_interventions(db):
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO intervention_runs SELECT 'iv', model, dataset, 'complete', now(), 'test', '{}' FROM runs"
+                " WHERE run_id = 'tiny'")
+    for iid, control_for, kind, value, d, lo, hi in CAUSAL:
+        experts = [2] if iid == 0 else [iid + 3]
+        con.execute("INSERT INTO interventions (irun_id, intervention_id, kind, layer, experts, spec, description,"
+                    " control, control_for, label_kind, label_value, n_docs, n_tokens, base_loss, d_loss, d_loss_lo,"
+                    " d_loss_hi, kl, kl_lo, kl_hi, top1_agree, top1_lo, top1_hi) VALUES ('iv', ?, 'ablate', 1, ?, '{}', ?, ?, ?,"
+                    " ?, ?, 3, 40, 5.0, ?, ?, ?, 0.01, 0.0, 0.02, 0.9, 0.85, 0.95)",
+                    [iid, experts, f"ablate L1:E{experts[0]}", control_for is not None, control_for, kind, value, d, lo, hi])
+    con.close()
 
 
 def sql(db, query, params=None):
@@ -167,7 +197,7 @@ class Session:
         assert self.page.evaluate("document.querySelectorAll('img, iframe, object, embed').length") == 0
         scripts = self.page.evaluate("[...document.scripts].map(s => s.getAttribute('src'))")
         allowed = {"vendor/vega.js", "data/index.js", "core.js", "palette.js", "tokentext.js", "glossary.js", "overview.js",
-                   "heatmaps.js", "tokens.js", "card.js", "app.js"}
+                   "heatmaps.js", "tokens.js", "card.js", "serving.js", "causal.js", "app.js"}
         data = re.compile(r"data/run-\d+(-docs-\d+|-search)?\.js")
         assert all(s in allowed or data.fullmatch(s) for s in scripts), scripts
 
@@ -287,7 +317,7 @@ def test_clicking_a_heatmap_cell_opens_the_expert_card(session, site, tmp_path):
 def test_every_view_of_every_run_renders_offline(session, site, tmp_path):
     db, _ = site
     for run in RUNS.values():
-        for view in ("overview", "load", "specialization", "tokens", "expert", "glossary"):
+        for view in ("overview", "load", "specialization", "tokens", "expert", "serving", "causal", "glossary"):
             session.open(f"view={view}&run={run}")
             session.page.wait_for_timeout(50)
             for chart in session.page.query_selector_all("#main .chart"):
@@ -593,4 +623,53 @@ def test_search_finds_a_token_in_every_document_loaded_on_demand(session, site, 
     page.fill("#token-search", f"#{token_id}")
     page.wait_for_selector(f'#search-results li[data-token-id="{token_id}"]')
     assert page.query_selector_all("#search-results li[data-token-id]")[0].get_attribute("data-token-id") == str(token_id)
+    session.assert_clean()
+
+
+def _table(page, selector: str) -> list[list[str]]:
+    return page.eval_on_selector_all(f"{selector} tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+
+
+def test_serving_view_shows_the_exported_numbers(session, site, tmp_path):
+    from moelens.viz.site import read_data_file
+
+    data = read_data_file(site[1].parent / "data" / "run-0.js")["serving"]
+    session.open("view=serving&run=0", "#serving-cache[data-rendered=true]")
+    for chart in ("serving-placement", "serving-drops", "serving-cache", "serving-coverage"):
+        session.page.wait_for_selector(f"#{chart}[data-rendered=true]")
+        assert session.page.eval_on_selector_all(f"#{chart} svg .role-mark path", "p => p.length") > 0, chart
+    shown = _table(session.page, "#serving-placement-table")
+    assert [(int(r[0]), unisolate(r[1]), r[2]) for r in shown] == \
+        [(p["ep"], p["series"], f"{p['vllm_balancedness']:.3f}") for p in data["placement"]]
+    cache = {int(r[0]): r[1:4] for r in _table(session.page, "#serving-cache-table")}
+    for row in data["cache"]:
+        column = {"lru": 0, "lfu": 1, "belady": 2}[row["policy"]]
+        assert cache[row["cache_size"]][column] == f"{100 * row['hit_rate']:.1f}%"
+    for size in cache:  # Belady is the bound, also as the page shows it
+        lru, lfu, belady = (float(x.rstrip("%")) for x in cache[size])
+        assert belady >= lru and belady >= lfu
+    full = cache[data["num_experts"]]  # every expert fits: only the first use of each misses, under any policy
+    assert len(set(full)) == 1
+    session.shot("dashboard-serving", tmp_path)
+    session.assert_clean()
+
+
+def test_causal_view_shows_the_measured_interventions_and_their_verdicts(session, site, tmp_path):
+    session.open("view=causal&run=0", "#causal-chart[data-rendered=true]")
+    rows = _table(session.page, "#causal-table")
+    mine = [c for c in CAUSAL if c[0] == 0]
+    assert [(unisolate(r[0]), unisolate(r[1])) for r in rows] == [(k, v) for _, _, k, v, *_ in mine]
+    for r, (_, _, kind, value, d, lo, hi) in zip(rows, mine):
+        assert r[3] == f"{d:+.4f}" and r[4] == f"[{lo:+.4f}, {hi:+.4f}]"
+        assert r[8] == CAUSAL_VERDICTS[kind, value]
+    assert rows[1][7] == "+0.2500"  # the controls' highest upper bound on code
+    # the control band: one grey bar per label value that has controls
+    assert session.page.eval_on_selector_all("#causal-chart svg .mark-rect path", "p => p.length") == 3
+    session.page.select_option("#causal-select", "iv|3")
+    session.page.wait_for_function("document.querySelectorAll('#causal-table tbody tr').length === 1")
+    assert _table(session.page, "#causal-table")[0][8] == "no effect beyond noise"
+    session.open("view=causal&run=1")
+    assert "No interventions were measured" in session.page.text_content("#main")
+    session.open("view=causal&run=0&iv=iv|0", "#causal-chart[data-rendered=true]")
+    session.shot("dashboard-causal", tmp_path)
     session.assert_clean()

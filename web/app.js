@@ -31,6 +31,8 @@
     specialization: (run, st, main) => M.views.specialization(run, st, main),
     tokens: (run, st, main) => M.views.tokens(run, st, main),
     expert: (run, st, main) => M.views.expert(run, st, main),
+    serving: (run, st, main) => M.views.serving(run, st, main),
+    causal: (run, st, main) => M.views.causal(run, st, main),
     glossary: (run, st, main) => M.views.glossary(run, st, main),
   };
 

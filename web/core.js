@@ -158,6 +158,15 @@
       .catch((err) => M.error(`chart ${name}: ${err && err.message ? err.message : err}`));
   };
 
+  /** A chart from an inline Vega-Lite spec (views whose charts are not templates of moelens.viz.specs). */
+  M.chartSpec = function chartSpec(container, name, spec) {
+    container.classList.add("chart");
+    container.dataset.chart = name;
+    return window.vegaEmbed(container, spec, {actions: false, renderer: "svg", hover: true})
+      .then((result) => { views.push(result); container.dataset.rendered = "true"; return result; })
+      .catch((err) => M.error(`chart ${name}: ${err && err.message ? err.message : err}`));
+  };
+
   /** Free the Vega views of the previous page. */
   M.releaseCharts = function releaseCharts() {
     while (views.length) views.pop().finalize();

@@ -169,20 +169,28 @@ def token_effects(model: Any, prepared: Prepared, experiments: list[Experiment],
         for batch in batches(prepared.windows, batch_size):
             ids, mask, index, targets, doc, pos = _scored(batch, prepared.pad_id, device)
 
-            def scored_logp() -> torch.Tensor:
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                return torch.log_softmax(logits[index].float(), dim=-1)
+            def scored_logits() -> torch.Tensor:
+                return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[index].float()
 
-            base = scored_logp()
-            base_nll = -base.gather(1, targets[:, None])[:, 0]
-            base_p, base_top = base.exp(), base.argmax(-1)
+            # per scored token: with z the logits and lse = logsumexp(z), log p = z - lse, so
+            #   nll = lse - z[target],  KL(base || new) = p_base . log p_base - p_base . log p_new:
+            # per intervention one logsumexp, one subtraction, one dot product and one argmax over
+            # [tokens, vocabulary]; the dot products are of log-probabilities (a few nats), not of raw
+            # logits, so float32 keeps KL to about 1e-7
+            base_z = scored_logits()
+            base_lse = torch.logsumexp(base_z, dim=-1)
+            base_nll = base_lse - base_z.gather(1, targets[:, None])[:, 0]
+            base_p = torch.softmax(base_z, dim=-1)
+            base_term = torch.einsum("nv,nv->n", base_p, base_z - base_lse[:, None])
+            base_top = base_z.argmax(-1)
             d_loss, kl, agree = [], [], []
             for iv in opened:
                 with iv:
-                    lp = scored_logp()
-                d_loss.append((-lp.gather(1, targets[:, None])[:, 0] - base_nll).cpu().numpy())
-                kl.append((base_p * (base - lp)).sum(-1).clamp_min(0).cpu().numpy())
-                agree.append((lp.argmax(-1) == base_top).cpu().numpy())
+                    z = scored_logits()
+                lse = torch.logsumexp(z, dim=-1)
+                d_loss.append((lse - z.gather(1, targets[:, None])[:, 0] - base_nll).cpu().numpy())
+                kl.append((base_term - torch.einsum("nv,nv->n", base_p, z - lse[:, None])).clamp_min(0).cpu().numpy())
+                agree.append((z.argmax(-1) == base_top).cpu().numpy())
             parts["doc"].append(doc), parts["pos"].append(pos), parts["base_loss"].append(base_nll.cpu().numpy())
             parts["d_loss"].append(np.stack(d_loss) if d_loss else np.zeros((0, len(doc))))
             parts["kl"].append(np.stack(kl) if kl else np.zeros((0, len(doc))))

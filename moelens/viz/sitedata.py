@@ -259,5 +259,59 @@ def run_data(store: Any, run_id: str, caps: SiteCaps = SiteCaps(), options: Any 
         "experts": _experts(routing, views, load_frame, caps, options),
         "documents": documents, "chunks": len(chunks),
         "report": summary,
+        "serving": serving_data(routing),
+        "causal": causal_data(store, run_id),
     }
     return RunFiles(compact(data), compact(chunks), compact(search_index(routing, texts, views, spans)))
+
+
+def serving_data(routing: Any) -> dict[str, Any]:
+    """The Serving view (:func:`moelens.analysis.serving.view.serving_view`) at sizes that fit the run."""
+    from moelens.analysis.serving.options import ServingOptions
+    from moelens.analysis.serving.report import serving_report
+    from moelens.analysis.serving.view import serving_view
+
+    E, k = int(routing.num_experts), int(routing.top_k)
+    ep = tuple(n for n in (2, 4, 8, 16, 32, 64) if n <= E and E % n == 0) or (1,)
+    caches = tuple(sorted({c for c in (1, 2, k, 2 * k, E // 4, E // 2, 3 * E // 4, E) if 1 <= c <= E}))
+    options = ServingOptions(ep=ep, cache_sizes=caches, batch_sizes=(1, 4, 16, 64), capacity_tokens=(1024,),
+                             workers=1)
+    try:
+        return serving_view(serving_report(routing, options))
+    except Exception as error:  # the dashboard still shows everything else; the view says why it is empty
+        from moelens.errors import MoelensError
+
+        if not isinstance(error, (MoelensError, ImportError, ValueError)):
+            raise
+        return {"notes": [str(error).splitlines()[0]], "placement": [], "drops": [], "cache": [], "coverage": [],
+                "prefetch": []}
+
+
+CAUSAL_CAP = 2000  # rows of the Causal view per run (interventions x label values)
+
+
+def causal_data(store: Any, run_id: str) -> dict[str, Any]:
+    """The Causal view: measured interventions on the run's model with their verdicts and controls."""
+    from moelens.analysis.causal import causal_verdicts, read_interventions
+
+    rows = read_interventions(store, run_id)
+    if rows is None:
+        return {"rows": [], "controls": []}
+    verdicts = causal_verdicts(rows).sort("irun_id", "intervention_id", "label_kind", "label_value")
+    keep = ["irun_id", "intervention_id", "description", "kind", "layer", "experts", "label_kind", "label_value",
+            "n_tokens", "base_loss", "d_loss", "d_loss_lo", "d_loss_hi", "kl", "top1_agree", "control_hi",
+            "control_d_loss", "controls", "verdict"]
+    import polars as pl
+
+    controls = (rows.filter(pl.col("control")).select("irun_id", "control_for", "label_kind", "label_value", "d_loss",
+                                                      "d_loss_lo", "d_loss_hi")
+                .sort("irun_id", "control_for", "label_kind", "label_value"))
+    def order(row: dict[str, Any]) -> tuple:
+        value = row["label_value"]
+        bucket = int(value.split("-")[0]) if row["label_kind"] == "position" and value.split("-")[0].isdigit() else 0
+        return (row["irun_id"], row.get("intervention_id", row.get("control_for")), row["label_kind"] != "all",
+                row["label_kind"], bucket, value)  # position buckets in numeric order
+
+    main_rows = sorted(verdicts.select(keep).to_dicts(), key=order)
+    control_rows = sorted(controls.to_dicts(), key=order)
+    return {"rows": main_rows[:CAUSAL_CAP], "controls": control_rows[:CAUSAL_CAP], "truncated": len(main_rows) > CAUSAL_CAP}
