@@ -17,6 +17,8 @@ Candidates come from the experts' own weights and from routing:
 
 :func:`curve_rows` reads the measured overall rows back as the size-quality curve (one row per
 method, layer and ``n``: loss, loss change, KL and top-1 agreement), the ``whatif_curves`` table.
+:func:`size_quality` does all of it on a model and documents, with the pairs ranked by weight
+similarity or by a routing similarity of :mod:`moelens.interventions.candidates`.
 """
 
 from __future__ import annotations
@@ -25,29 +27,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from moelens.interventions.candidates import weight_similarity
 from moelens.interventions.effects import Experiment
 
-__all__ = ["weight_similarity", "greedy_pairs", "least_used", "curve_experiments", "curve_rows", "METHODS"]
+__all__ = ["weight_similarity", "greedy_pairs", "least_used", "curve_experiments", "curve_rows", "size_quality",
+           "similarity_matrix", "METHODS"]
 
 METHODS = ("merge", "prune", "least-used", "random")
-
-
-def weight_similarity(model: Any, layer: int) -> np.ndarray:
-    """``[E, E]`` cosine similarity of the layer's experts over all their per-expert weights."""
-    import torch
-
-    from moelens.interventions.weights import expert_tensors
-    from moelens.models.discover import plan_model
-
-    plan = plan_model(model)
-    site = next(s for s in plan.sites if s.layer == layer and s.primary)
-    experts = model.get_submodule(plan.experts_paths.get(site.path) or f"{site.path.rsplit('.', 1)[0]}.experts")
-    E = site.num_experts
-    with torch.no_grad():
-        flat = torch.cat([torch.stack([slot(e).detach().float().reshape(-1) for e in range(E)])
-                          for _, _, slot in expert_tensors(experts, E)], dim=1)
-        unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return (unit @ unit.T).cpu().numpy().astype(np.float64)
 
 
 def greedy_pairs(similarity: np.ndarray, n: int) -> list[tuple[int, int]]:
@@ -116,3 +102,80 @@ def curve_rows(rows: Any, experiments: list[Experiment]) -> Any:
             .agg(pl.col("experts").first(), pl.col("loss").mean(), pl.col("d_loss").mean(), pl.col("kl").mean(),
                  pl.col("top1_agree").mean())
             .sort("layer", "n_removed", pl.col("method").replace_strict({m: i for i, m in enumerate(METHODS)})))
+
+
+def similarity_matrix(frame: Any, layer: int, by: str, num_experts: int) -> np.ndarray:
+    """``[E, E]`` matrix of column ``by`` of a candidates frame (missing pairs: -inf, never chosen first)."""
+    import polars as pl
+
+    M = np.full((num_experts, num_experts), -np.inf)
+    np.fill_diagonal(M, 1.0)
+    for a, b, v in frame.filter((pl.col("layer") == layer) & pl.col(by).is_not_null()).select("a", "b", by).iter_rows():
+        M[a, b] = M[b, a] = v
+    return M
+
+
+def size_quality(model: Any, data: Any, *, db: str | None = None, run: str | None = None,
+                 layers: Iterable[int] | None = None, n: Iterable[int] = (1, 2, 4), methods: Iterable[str] = METHODS,
+                 pairs_by: str = "weight_similarity", usage: dict[int, Any] | None = None, draws: int = 3,
+                 seed: int = 0, tokenizer: Any = None, out: str | None = None, irun_id: str | None = None,
+                 **measure_options: Any):
+    """The size-quality curve: for every layer and ``n`` experts removed, the overall loss, its change, KL and
+    top-1 agreement of each method (one row per method, layer, ``n``; random draws averaged).
+
+    ``usage`` (``{layer: count per expert}``) comes from the traced run ``run`` of ``db`` unless given;
+    ``pairs_by`` ranks merge/prune pairs: ``weight_similarity`` (from the model) or ``coactivation`` /
+    ``profile_similarity`` (from ``db``). With ``out`` the measured rows go to its ``interventions`` table
+    and the curve to ``whatif_curves`` under ``irun_id``.
+    """
+    from moelens.errors import ConfigError
+    from moelens.interventions.effects import measure
+    from moelens.models.discover import plan_model
+
+    methods = list(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ConfigError(f"unknown what-if method {bad[0] if bad else ''!r}; choose from {', '.join(METHODS)}.")
+    if isinstance(model, str):
+        from moelens.models.loading import load_model
+
+        loaded = load_model(model)
+        model, tokenizer = loaded.model, tokenizer or loaded.tokenizer
+    plan = plan_model(model)
+    E = plan.num_experts
+    layers = sorted(plan.moe_layers) if layers is None else [int(x) for x in layers]
+    sizes = sorted({int(x) for x in n})
+    if not sizes or sizes[0] < 1 or sizes[-1] > E // 2:
+        raise ConfigError(f"n must be between 1 and {E // 2} (half the {E} experts); got {sizes}.")
+    if draws < 1:
+        raise ConfigError(f"draws must be at least 1, got {draws}.")
+    if usage is None:
+        if db is None:
+            raise ConfigError("size_quality needs expert usage: pass db= (a traced run) or usage={layer: counts}.")
+        from moelens.interventions.sweeps import expert_usage
+
+        usage = expert_usage(db, run)
+    missing = [layer for layer in layers if layer not in usage]
+    if missing:
+        raise ConfigError(f"no usage for layer {missing[0]}; trace it first or pass usage for it.")
+    frame = None
+    if pairs_by != "weight_similarity":
+        from moelens.interventions.candidates import SIMILARITIES, candidates
+
+        if pairs_by not in SIMILARITIES:
+            raise ConfigError(f"pairs_by must be one of {', '.join(SIMILARITIES)}; got {pairs_by!r}.")
+        if db is None:
+            raise ConfigError(f"pairs_by={pairs_by!r} reads routing: pass db= (a traced run).")
+        frame = candidates(db, run=run, layers=layers)
+    experiments: list[Experiment] = []
+    for layer in layers:
+        sim = weight_similarity(model, layer) if frame is None else similarity_matrix(frame, layer, pairs_by, E)
+        experiments += curve_experiments(layer, sizes, sim, np.asarray(usage[layer], dtype=np.float64),
+                                         methods=methods, draws=draws, seed=seed)
+    rows = measure(model, data, experiments, tokenizer=tokenizer, out=out, irun_id=irun_id, **measure_options)
+    curve = curve_rows(rows, experiments)
+    if out is not None:
+        from moelens.interventions.storage import write_curve
+
+        write_curve(out, rows["irun_id"][0], curve)
+    return curve
