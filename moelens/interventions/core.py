@@ -36,13 +36,26 @@ from moelens.errors import InterventionError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["intervene", "Intervention"]
+__all__ = ["intervene", "Intervention", "describe"]
 
 ROUTER_OUTPUT_CONVENTIONS = ("A", "A+")
 
 
 def _norm_experts(value: Mapping[int, Iterable[int]] | None) -> dict[int, tuple[int, ...]]:
     return {int(layer): tuple(sorted({int(e) for e in experts})) for layer, experts in (value or {}).items()}
+
+
+def describe(*, ablate=None, prune=None, force=None, scale=None, merge=None) -> str:
+    """One line for interventions given as :func:`intervene`'s arguments, e.g. ``ablate L2:E5,E7; scale L1:E3x0.5``."""
+    parts = []
+    for name, value in (("ablate", ablate), ("prune", prune), ("force", force)):
+        for layer, experts in sorted((value or {}).items()):
+            parts.append(f"{name} L{layer}:" + ",".join(f"E{e}" for e in experts))
+    for layer, factors in sorted((scale or {}).items()):
+        parts.append(f"scale L{layer}:" + ",".join(f"E{e}x{f:g}" for e, f in sorted(factors.items())))
+    for layer, pairs in sorted((merge or {}).items()):
+        parts.append(f"merge L{layer}:" + ",".join(f"E{a}+E{b}" for a, b in pairs))
+    return "; ".join(parts) or "none"
 
 
 class Intervention:
@@ -83,15 +96,7 @@ class Intervention:
 
     def describe(self) -> str:
         """One line, e.g. ``ablate L2:E5,E7``."""
-        parts = []
-        for name in ("ablate", "prune", "force"):
-            for layer, experts in sorted(getattr(self, name).items()):
-                parts.append(f"{name} L{layer}:" + ",".join(f"E{e}" for e in experts))
-        for layer, factors in sorted(self.scale.items()):
-            parts.append(f"scale L{layer}:" + ",".join(f"E{e}x{f:g}" for e, f in sorted(factors.items())))
-        for layer, pairs in sorted(self.merge.items()):
-            parts.append(f"merge L{layer}:" + ",".join(f"E{a}+E{b}" for a, b in pairs))
-        return "; ".join(parts) or "none"
+        return describe(ablate=self.ablate, prune=self.prune, force=self.force, scale=self.scale, merge=self.merge)
 
     def __repr__(self) -> str:
         return f"Intervention({self.describe()})"

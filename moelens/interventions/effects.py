@@ -72,15 +72,9 @@ class Experiment:
         return {k: keyed(v) for k, v in sorted(self.kwargs.items()) if v and k != "where"}
 
     def describe(self) -> str:
-        parts = []
-        for name in ("ablate", "prune", "force"):
-            for layer, experts in sorted((self.kwargs.get(name) or {}).items()):
-                parts.append(f"{name} L{layer}:" + ",".join(f"E{e}" for e in experts))
-        for layer, pairs in sorted((self.kwargs.get("merge") or {}).items()):
-            parts.append(f"merge L{layer}:" + ",".join(f"E{a}+E{b}" for a, b in pairs))
-        for layer, factors in sorted((self.kwargs.get("scale") or {}).items()):
-            parts.append(f"scale L{layer}:" + ",".join(f"E{e}x{f:g}" for e, f in sorted(factors.items())))
-        text = "; ".join(parts) or "none"
+        from moelens.interventions.core import describe
+
+        text = describe(**{k: self.kwargs.get(k) for k in ("ablate", "prune", "force", "scale", "merge")})
         return f"{text} (random control)" if self.control else text
 
 
